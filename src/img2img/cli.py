@@ -1,0 +1,249 @@
+"""The `img2img` command: parse options -> Request -> Engine -> print. Errors become one line, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ImageError, Img2ImgError, InvalidRequest, OutputError
+from .images import DEFAULT_MAX_PIXELS
+
+app = typer.Typer(
+    name="img2img",
+    help="Stable Diffusion image-to-image: transform photos with a text prompt.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors.")):
+    _state["debug"] = debug
+
+
+# Generation options default to None so --params-from can tell "given" from "not given".
+@app.command()
+def run(
+    images: list[Path] = typer.Argument(..., help="Input image file(s).", show_default=False),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="What the result should show."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "-n", help="What to avoid."),
+    strength: Optional[float] = typer.Option(None, help="How far from the input, 0-1. (default: 0.75)"),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps; steps x strength are run. (default: model's)"),
+    cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale", help="Prompt adherence. (default: model's)"),
+    seed: Optional[int] = typer.Option(None, help="Seed; a batch uses seed, seed+1, ... (default: random)"),
+    sampler: Optional[str] = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
+    scheduler: Optional[str] = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
+    width: Optional[int] = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
+    height: Optional[int] = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
+    resize_mode: Optional[str] = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
+    keep_size: bool = typer.Option(False, "--keep-size", help="Resize the result back to the input's size."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpeg or webp. (default: png)"),
+    device: Optional[str] = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
+    dtype: Optional[str] = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    params_from: Optional[Path] = typer.Option(None, "--params-from",
+                                               help="Take parameters from an earlier output; flags win."),
+    background: Optional[str] = typer.Option(None, help="Colour behind transparent pixels. (default: white)"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger input images."),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
+    allow_unsafe_checkpoint: bool = typer.Option(False, "--allow-unsafe-checkpoint",
+                                                 help="Allow pickle .ckpt/.bin checkpoints (can run code)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output paths."),
+):
+    """Transform IMAGE(s) with a prompt and save the results with their parameters."""
+    from .engine import Engine
+    from .request import Request
+
+    err = _console()
+    given = {
+        "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,
+        "cfg_scale": cfg_scale, "seed": seed, "sampler": sampler, "scheduler": scheduler, "width": width,
+        "height": height, "resize_mode": resize_mode, "batch_size": batch_size, "background": background,
+        "keep_size": keep_size or None,
+    }
+    fields = {k: v for k, v in given.items() if v is not None}
+    stored_hash = None
+    if params_from is not None:
+        stored = _stored_fields(params_from)
+        stored_model, stored_hash = stored.pop("model", None), stored.pop("model_hash", None)
+        fields = {**stored, **fields}
+        model = model or _usable_model_name(stored_model)
+    if "prompt" not in fields:
+        raise InvalidRequest("a prompt is required: pass --prompt/-p (or --params-from an earlier output)")
+    if output is not None and len(images) > 1:
+        raise InvalidRequest("--output names one file; with several inputs use --output-dir")
+    if output is not None and output_dir is not None:
+        raise InvalidRequest("use either --output or --output-dir, not both")
+    request = Request(**fields)
+    engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
+                    allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels)
+    request = engine.prepare(request)  # fail on bad parameters before any model loads
+    if not quiet:
+        where = "" if engine.source.kind != "hub" or engine.source.name == engine.source.location \
+            else f" ({engine.source.location})"
+        err.print(f"model {engine.source.name}{where} on {engine.device}, {engine.dtype}; "
+                  f"{request.steps} steps x strength {request.strength:g} = "
+                  f"{request.effective_steps} denoising steps")
+    inputs = {p.resolve() for p in images}
+    failures = 0
+    for image_path in images:
+        try:
+            result = _run_one(engine, request, image_path, quiet, err)
+            if stored_hash and result.infotexts and f"Model hash: {stored_hash}" not in result.infotexts[0]:
+                err.print(f"[yellow]note:[/] the stored parameters came from a model with hash {stored_hash}; "
+                          "this model differs, so the output will too")
+            from .outputs import output_paths, save_result
+
+            paths = output_paths(image_path.stem, result.seeds, path=output, output_dir=output_dir, fmt=fmt,
+                                 overwrite=overwrite)
+            clash = [p for p in paths if p.resolve() in inputs]
+            if clash:
+                raise OutputError(f"{clash[0]}: refusing to overwrite an input image")
+            saved = save_result(result, paths, fmt=fmt, overwrite=overwrite)
+        except (ImageError, OutputError) as exc:  # this input fails; the others still run
+            if _state["debug"]:
+                raise
+            failures += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        for path, seed in zip(saved, result.seeds):
+            if quiet:
+                print(path)
+            else:
+                err.print(f"wrote {path} (seed {seed}, {result.width}x{result.height})")
+                for line in result.notices:
+                    err.print(f"[yellow]note:[/] {line}")
+    if failures:
+        raise typer.Exit(2)
+
+
+def _run_one(engine, request, image_path: Path, quiet: bool, err):
+    if quiet:
+        return engine.run(request, image_path)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"{image_path.name}: loading", total=None)
+
+        def on_step(step: int, total: int, _latents) -> None:
+            progress.update(task, description=f"{image_path.name}: denoising", completed=step, total=total)
+
+        return engine.run(request, image_path, on_step=on_step)
+
+
+def _stored_fields(path: Path) -> dict:
+    from .images import read_infotext
+    from .infotext import fields_from_infotext
+
+    text = read_infotext(path)
+    if not text:
+        raise InvalidRequest(f"{path}: has no stored generation parameters")
+    return fields_from_infotext(text)
+
+
+def _usable_model_name(name: str | None) -> str | None:
+    """A stored model name is used only when it is an alias or hub id; a bare folder name is not a path."""
+    from .models import ALIASES, _HUB_ID
+
+    if name is None or name in ALIASES or _HUB_ID.match(name):
+        return name
+    raise InvalidRequest(f"the stored parameters name model {name!r}, which is not an alias or hub id; "
+                         "pass --model with its folder or file")
+
+
+@app.command()
+def info(
+    file: Path = typer.Argument(..., help="An image written by img2img (or A1111)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """Show the generation parameters stored in an output image."""
+    from .images import read_infotext
+    from .infotext import parse_infotext
+
+    text = read_infotext(file)
+    if not text:
+        raise InvalidRequest(f"{file}: has no stored generation parameters")
+    if as_json:
+        prompt, negative, params = parse_infotext(text)
+        print(json.dumps({"prompt": prompt, "negative_prompt": negative, "parameters": params,
+                          "infotext": text}, indent=2, ensure_ascii=False))
+    else:
+        print(text)
+
+
+@app.command()
+def models():
+    """List model aliases, what they point to, and whether each is in the local cache."""
+    from rich.table import Table
+
+    from .models import ALIASES, DEFAULT_MODEL, is_cached, resolve_model
+
+    table = Table("alias", "hub id", "native", "cached", "about")
+    for alias in ALIASES.values():
+        name = alias.name + (" (default)" if alias.name == DEFAULT_MODEL else "")
+        cached = "yes" if is_cached(resolve_model(alias.name)) else "no"
+        table.add_row(name, alias.repo, f"{alias.native}px", cached, alias.description)
+    _console(stderr=False).print(table)
+    print("Also accepted by --model: any hub id, a local diffusers folder, or a .safetensors file.")
+
+
+@app.command()
+def samplers():
+    """List the accepted sampler and schedule names (A1111 names)."""
+    from .models import STANDARD
+    from .schedulers import SAMPLERS, SCHEDULES
+
+    print("Samplers:")
+    for sampler in SAMPLERS.values():
+        default = " (default)" if sampler.name == STANDARD.sampler else ""
+        print(f"  {sampler.name}{default}  ->  {sampler.scheduler_class}; Automatic schedule = "
+              f"{sampler.automatic_schedule}")
+    print("Schedule types: " + ", ".join(SCHEDULES))
+    print('Legacy combined names such as "DPM++ 2M Karras" are accepted too.')
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: Img2ImgError -> one line on stderr and exit code 2 (traceback with --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except Img2ImgError as exc:
+        if "--debug" in args:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors; typer may vendor click, so match by class name
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "ClickException" in kinds:
+            exc.show()
+            sys.exit(2 if "UsageError" in kinds else exc.exit_code)
+        if "Abort" in kinds:
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

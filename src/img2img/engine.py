@@ -1,0 +1,207 @@
+"""Request -> Result: the one place where an image-to-image generation happens.
+
+torch and diffusers are imported inside methods so `import img2img` stays fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import Interrupted
+from .geometry import plan_resize, target_size
+from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
+from .infotext import format_infotext
+from .models import CACHE, LoadedModel, PipelineCache, choose_device, quiet_libraries, resolve_model
+from .request import MAX_SEED, Request, Result
+from .schedulers import SAMPLERS, build_scheduler, parse_sampler, resolve_schedule, scheduler_kwargs
+from .version import __version__
+
+# Serializes all generation in this process: one accelerator does one job at a time.
+GPU_LOCK = threading.RLock()
+
+StepCallback = Callable[[int, int, Any], None]  # (step done, total steps, latents)
+
+
+class Engine:
+    """A model on a device, ready for repeated transforms. The loaded pipeline lives in the shared cache."""
+
+    def __init__(self, model: str | None = None, *, device: str | None = None, dtype: str | None = None,
+                 safety_checker: bool = True, allow_unsafe_checkpoint: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, config: str | None = None,
+                 cache: PipelineCache = CACHE):
+        self.source = resolve_model(model, allow_unsafe_checkpoint=allow_unsafe_checkpoint)
+        self.device, self.dtype = choose_device(device, dtype)
+        self.safety_checker = safety_checker
+        self.max_pixels = max_pixels
+        self.config = config
+        self._cache = cache
+        self._cancel = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"Engine(model={self.source.name!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+    def load(self) -> LoadedModel:
+        return self._cache.get(self.source, self.device, self.dtype, safety_checker=self.safety_checker,
+                               config=self.config)
+
+    def interrupt(self) -> None:
+        """Stop the running generation at its next step; it raises Interrupted."""
+        self._cancel.set()
+
+    def prepare(self, request: Request) -> Request:
+        """Fill the model's defaults and validate; no model is loaded, so bad requests fail fast."""
+        profile = self.source.profile
+        request = request.normalized()
+        request = request.replace(
+            steps=profile.steps if request.steps is None else request.steps,
+            cfg_scale=profile.cfg_scale if request.cfg_scale is None else request.cfg_scale,
+        ).validate()
+        sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
+        quiet_libraries()
+        import diffusers
+
+        scheduler_kwargs(sampler, schedule, getattr(diffusers, SAMPLERS[sampler].scheduler_class))
+        return request.replace(sampler=sampler, scheduler=schedule)
+
+    def transform(self, image, prompt: str = "", *, on_step: StepCallback | None = None, **fields) -> Result:
+        """Transform `image` (path, bytes, PIL image or numpy array) as `prompt` says. See Request."""
+        return self.run(Request(prompt=prompt, **fields), image, on_step=on_step)
+
+    def run(self, request: Request, image, *, on_step: StepCallback | None = None) -> Result:
+        import numpy as np
+        import torch
+
+        started = time.perf_counter()
+        # 1. validate, with the model's defaults filled in (before any model loads)
+        request = self.prepare(request)
+        # 2. read the input image (bad files fail before the model loads, too)
+        loaded_image = load_image(image, max_pixels=self.max_pixels, background=request.background)
+        notices = list(loaded_image.notices)
+        with GPU_LOCK:
+            self._cancel.clear()
+            # 3. load the model (cached)
+            model = self.load()
+            notices += model.notices
+            # 4. plan the size and prepare the image
+            width, height = target_size(*loaded_image.original_size, model.native, request.width, request.height)
+            plan = plan_resize(loaded_image.original_size, (width, height), request.resize_mode)
+            prepared = apply_plan(loaded_image.image, plan)
+            # 5. a private view of the cached pipeline with a fresh scheduler (the cached one is never mutated)
+            pipe = copy.copy(model.pipe)
+            pipe.scheduler = build_scheduler(model.pipe.scheduler.config, request.sampler, request.scheduler)
+            # 6. seeds: given or random; a batch counts up from the first, as A1111 does
+            first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - request.batch_size)
+            seeds = [first + i for i in range(request.batch_size)]
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same noise on every device
+            if request.cfg_scale <= 1 and request.negative_prompt:
+                notices.append("negative prompt has no effect with CFG scale <= 1")
+            # 7. denoise
+            last: dict[str, Any] = {}
+
+            def step_end(pipeline, index, timestep, tensors):
+                last["latents"] = tensors["latents"]
+                if on_step is not None:
+                    on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
+                if self._cancel.is_set():
+                    raise Interrupted("generation interrupted")
+                return tensors
+
+            output = pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                image=prepared,
+                strength=request.strength,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg_scale,
+                num_images_per_prompt=request.batch_size,
+                generator=generators[0] if len(generators) == 1 else generators,
+                output_type="np",
+                callback_on_step_end=step_end,
+            )
+            pixels = output.images
+            nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
+            # 8. half-precision VAEs can overflow to NaN (a black image): decode again in float32
+            if np.isnan(pixels).any() and "latents" in last:
+                pixels, nsfw = _decode_in_float32(pipe, last["latents"], nsfw)
+                notices.append("the VAE overflowed in half precision; decoded again in float32")
+                if np.isnan(pixels).any():
+                    notices.append("the decoded image still contains NaN values (shown black)")
+                    pixels = np.nan_to_num(pixels)
+        images = pipe.image_processor.numpy_to_pil(pixels)
+        for index, flagged in enumerate(nsfw):
+            if flagged:
+                notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
+                               "safety checker; pass --no-safety-checker to disable it")
+        # 9. optional resize back to the input's size, then metadata
+        if request.keep_size and images[0].size != loaded_image.original_size:
+            from PIL import Image
+
+            images = [im.resize(loaded_image.original_size, Image.Resampling.LANCZOS) for im in images]
+        infotexts = [
+            format_infotext(request.prompt, request.negative_prompt,
+                            _params(request, seed, width, height, model, loaded_image.digest))
+            for seed in seeds
+        ]
+        return Result(images=images, seeds=seeds, infotexts=infotexts, request=request.replace(seed=first),
+                      model=model.source.name, device=self.device, dtype=self.dtype, width=width, height=height,
+                      effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
+                      seconds=time.perf_counter() - started)
+
+
+def _params(request: Request, seed: int, width: int, height: int, model: LoadedModel, digest: str) -> dict:
+    return {
+        "Steps": request.steps,
+        "Sampler": request.sampler,
+        "Schedule type": resolve_schedule(request.sampler, request.scheduler),
+        "CFG scale": request.cfg_scale,
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": model.model_hash,
+        "Model": model.source.name,
+        "Denoising strength": request.strength,
+        "Resize mode": request.resize_mode,
+        "Keep size": True if request.keep_size else None,
+        "Background": request.background if request.background != "white" else None,
+        "Init image hash": digest[:10],
+        "Version": f"img2img {__version__}",
+    }
+
+
+def _decode_in_float32(pipe, latents, nsfw: list[bool]):
+    """Decode final latents with the VAE temporarily in float32; re-run the safety checker if any."""
+    import torch
+
+    vae = pipe.vae
+    original = vae.dtype
+    vae.to(torch.float32)
+    try:
+        latents = latents.to(torch.float32)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+            latents = latents * std / vae.config.scaling_factor + mean
+        else:
+            latents = latents / vae.config.scaling_factor
+        with torch.no_grad():
+            decoded = vae.decode(latents, return_dict=False)[0]
+    finally:
+        vae.to(original)
+    pixels = pipe.image_processor.postprocess(decoded, output_type="np")
+    if getattr(pipe, "safety_checker", None) is not None:
+        pixels, flagged = pipe.run_safety_checker(pixels, decoded.device, torch.float32)
+        nsfw = list(flagged) if flagged is not None else nsfw
+    return pixels, nsfw
+
+
+def transform(image, prompt: str = "", *, model: str | None = None, device: str | None = None,
+              dtype: str | None = None, safety_checker: bool = True, on_step: StepCallback | None = None,
+              **fields) -> Result:
+    """One-call image-to-image. Repeated calls reuse the loaded pipeline (it stays cached)."""
+    engine = Engine(model, device=device, dtype=dtype, safety_checker=safety_checker)
+    return engine.transform(image, prompt, on_step=on_step, **fields)

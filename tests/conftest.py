@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-weight models built offline once per session, and test pictures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, whatever the caller's environment says
+
+import pytest  # noqa: E402
+
+from img2img import models  # noqa: E402
+from img2img.testing import build_tiny_sd, build_tiny_sdxl, make_photo  # noqa: E402
+
+# Tests switch between several tiny models; users keep the default capacity of one.
+models.CACHE.capacity = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_flagging(tmp_path_factory):
+    """A tiny model whose safety checker flags every image."""
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-checker", safety_checker=True,
+                         flag_everything=True)
+
+
+@pytest.fixture(scope="session")
+def photo_path(tmp_path_factory):
+    """A 96x64 picture: aspect 3:2, smaller than the tiny models' native 64x64 area."""
+    path = tmp_path_factory.mktemp("inputs") / "photo.png"
+    make_photo(96, 64).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def square_path(tmp_path_factory):
+    """A 64x64 picture: exactly the tiny models' native size, so it reaches the pipeline unresized."""
+    path = tmp_path_factory.mktemp("inputs") / "square.png"
+    make_photo(64, 64, seed=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_sd):
+    from img2img import Engine
+
+    return Engine(str(tiny_sd), device="cpu")

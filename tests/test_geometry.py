@@ -1,0 +1,77 @@
+import pytest
+
+from img2img.geometry import native_area_size, plan_resize, snap, target_size
+
+
+@pytest.mark.parametrize("value, expected", [(0, 8), (3, 8), (12, 16), (511, 512), (516, 520), (515, 512)])
+def test_snap_to_multiple_of_8(value, expected):
+    assert snap(value) == expected
+
+
+@pytest.mark.parametrize(
+    "size, native, expected",
+    [
+        ((512, 512), 512, (512, 512)),
+        ((1024, 1024), 512, (512, 512)),
+        ((600, 400), 512, (624, 416)),  # 3:2 photo: area ~ 512^2, aspect kept
+        ((400, 600), 512, (416, 624)),
+        ((4000, 3000), 768, (888, 664)),
+        ((1920, 1080), 1024, (1368, 768)),
+    ],
+)
+def test_native_area_keeps_aspect(size, native, expected):
+    width, height = native_area_size(*size, native)
+    assert (width, height) == expected
+    assert width % 8 == 0 and height % 8 == 0
+    assert abs(width * height - native * native) / (native * native) < 0.06
+    assert abs(width / height - size[0] / size[1]) / (size[0] / size[1]) < 0.05
+
+
+def test_tiny_sizes_still_snap():
+    assert native_area_size(96, 64, 64) == (80, 56)  # at 64 px the multiple-of-8 grid dominates
+
+
+@pytest.mark.parametrize(
+    "want, expected",
+    [((None, None), (624, 416)), ((768, None), (768, 512)), ((None, 256), (384, 256)), ((300, 200), (300, 200))],
+)
+def test_target_size(want, expected):
+    assert target_size(600, 400, 512, *want) == expected
+
+
+@pytest.mark.parametrize(
+    "source, target, crop, scaled, offset",
+    [
+        ((600, 400), (512, 512), (100, 0, 500, 400), (512, 512), (0, 0)),  # wide -> crop sides
+        ((400, 600), (512, 512), (0, 100, 400, 500), (512, 512), (0, 0)),  # tall -> crop top/bottom
+        ((600, 400), (600, 400), (0, 0, 600, 400), (600, 400), (0, 0)),
+        ((1000, 100), (512, 256), (400, 0, 600, 100), (512, 256), (0, 0)),
+    ],
+)
+def test_plan_crop(source, target, crop, scaled, offset):
+    plan = plan_resize(source, target, "crop")
+    assert (plan.crop, plan.scaled, plan.offset) == (crop, scaled, offset)
+    assert not plan.needs_fill
+
+
+@pytest.mark.parametrize(
+    "source, target, scaled, offset",
+    [
+        ((600, 400), (512, 512), (512, 341), (0, 85)),  # wide -> bands top and bottom
+        ((400, 600), (512, 512), (341, 512), (85, 0)),
+        ((512, 512), (512, 512), (512, 512), (0, 0)),
+    ],
+)
+def test_plan_fill(source, target, scaled, offset):
+    plan = plan_resize(source, target, "fill")
+    assert (plan.scaled, plan.offset, plan.crop) == (scaled, offset, (0, 0, *source))
+
+
+def test_plan_stretch_uses_whole_image():
+    plan = plan_resize((600, 400), (512, 512), "stretch")
+    assert (plan.crop, plan.scaled, plan.offset) == ((0, 0, 600, 400), (512, 512), (0, 0))
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match="unknown resize mode"):
+        plan_resize((1, 1), (8, 8), "zoom")

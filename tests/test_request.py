@@ -1,0 +1,56 @@
+import pytest
+
+from img2img import InvalidRequest, Request
+from img2img.request import effective_steps
+
+
+@pytest.mark.parametrize(
+    "steps, strength, expected",
+    [(25, 0.75, 18), (50, 0.75, 37), (20, 1.0, 20), (4, 0.5, 2), (2, 0.5, 1), (10, 0.05, 0), (3, 0.3, 0)],
+)
+def test_effective_steps(steps, strength, expected):
+    assert effective_steps(steps, strength) == expected
+
+
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        ({"strength": 0}, "strength", "strength must be in (0, 1], got 0"),
+        ({"strength": 1.5}, "strength", "got 1.5"),
+        ({"strength": float("nan")}, "strength", "must be a number"),
+        ({"steps": 0}, "steps", "steps must be between 1 and 500, got 0"),
+        ({"steps": 2.5}, "steps", "whole number"),
+        ({"cfg_scale": -1}, "cfg_scale", "cfg_scale must be in [0, 50]"),
+        ({"seed": 2**32}, "seed", "seed must be between 0 and 4294967295"),
+        ({"width": 500}, "width", "multiple of 8"),
+        ({"height": 8}, "height", "height must be between 64 and 4096"),
+        ({"resize_mode": "zoom"}, "resize_mode", "resize_mode must be one of stretch, crop, fill"),
+        ({"batch_size": 0}, "batch_size", "batch_size must be between 1 and 64"),
+        ({"background": "no-such-colour"}, "background", "background must be a colour"),
+        ({"prompt": None}, "prompt", "prompt must be a str"),
+        ({"steps": 10, "strength": 0.05}, "strength", "gives 0 denoising steps; raise steps to at least 20"),
+    ],
+)
+def test_validation_names_field_and_value(changes, field, message):
+    request = Request(prompt="x").replace(**changes).normalized()
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")) as info:
+        request.validate()
+    assert info.value.field == field
+
+
+def test_valid_request_passes():
+    request = Request(prompt="a cat", steps=20, strength=0.5, width=512, height=768, seed=0, batch_size=4)
+    assert request.validate() is request
+    assert request.effective_steps == 10
+
+
+@pytest.mark.parametrize("mode, expected", [(0, "stretch"), (1, "crop"), (2, "fill"), ("1", "crop"),
+                                            ("Fill", "fill")])
+def test_a1111_resize_modes_normalize(mode, expected):
+    assert Request(prompt="", resize_mode=mode).normalized().resize_mode == expected
+
+
+def test_seed_minus_one_means_random():
+    assert Request(prompt="", seed=-1).normalized().seed is None
+    assert Request(prompt="", seed=7).normalized().seed == 7
