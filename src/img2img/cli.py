@@ -219,6 +219,23 @@ def samplers():
     print('Legacy combined names such as "DPM++ 2M Karras" are accepted too.')
 
 
+def _register_subsystem_commands() -> None:
+    """`serve` and `batch` live with their subsystems; their modules import nothing heavy at import time."""
+    import importlib
+
+    for name in ("server", "batch"):
+        try:
+            module = importlib.import_module(f"{__package__}.{name}.command")
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"{__package__}.{name}", f"{__package__}.{name}.command"):
+                raise
+            continue
+        module.register(app)
+
+
+_register_subsystem_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: Img2ImgError -> one line on stderr and exit code 2 (traceback with --debug)."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,0 +1,208 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from img2img import ImageError, OutputError
+from img2img.geometry import plan_resize
+from img2img.images import apply_plan, encode_image, load_image, read_infotext, save_image, write_atomically
+
+
+def png_bytes(image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored 60x40 with EXIF "rotate 90 CW to display" (6): the user sees a 40x60 portrait.
+    stored = Image.new("RGB", (60, 40), "red")
+    stored.paste(Image.new("RGB", (10, 40), "blue"), (0, 0))  # blue band on the stored left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=100)
+    loaded = load_image(path)
+    assert loaded.original_size == (40, 60)
+    top_middle = loaded.image.getpixel((20, 3))  # the stored left edge is now on top
+    assert top_middle[2] > 200 and top_middle[0] < 60
+
+
+@pytest.mark.parametrize("background, expected", [("white", (255, 255, 255)), ("black", (0, 0, 0)),
+                                                  ("#00ff00", (0, 255, 0))])
+def test_alpha_is_composited_on_background(background, expected):
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red
+    rgba.putpixel((0, 0), (255, 0, 0, 255))  # one opaque red pixel
+    loaded = load_image(png_bytes(rgba), background=background)
+    assert loaded.image.mode == "RGB"
+    assert loaded.image.getpixel((5, 5)) == expected
+    assert loaded.image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_transparent_palette_image():
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    image.putpixel((1, 1), 1)
+    data = png_bytes(image, transparency=0)
+    loaded = load_image(data, background="white")
+    assert loaded.image.getpixel((0, 0)) == (255, 255, 255)
+    assert loaded.image.getpixel((1, 1)) == (200, 100, 50)
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped():
+    array = np.full((4, 4), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    image = Image.fromarray(array)
+    assert image.mode.startswith("I;16")
+    loaded = load_image(png_bytes(image))
+    assert loaded.image.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_cmyk_and_grayscale_become_rgb():
+    cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # red in CMYK
+    buffer = io.BytesIO()
+    cmyk.save(buffer, "JPEG", quality=100)
+    red = load_image(buffer.getvalue()).image.getpixel((1, 1))
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    gray = load_image(png_bytes(Image.new("L", (4, 4), 77))).image
+    assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_animated_image_uses_first_frame_with_notice():
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue", "green")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    loaded = load_image(buffer.getvalue())
+    assert loaded.image.getpixel((2, 2))[0] > 200
+    assert loaded.notices == ["<bytes> has 3 frames; using the first"]
+
+
+def test_pixel_limit_checked_before_decoding():
+    big = png_bytes(Image.new("RGB", (300, 200)))
+    with pytest.raises(ImageError, match=r"300x200 is 60,000 pixels, over the limit of 50,000"):
+        load_image(big, max_pixels=50_000)
+
+
+def test_decompression_bomb_header():
+    # A PNG header claiming 100000x100000 pixels; only the header is needed to refuse it.
+    import zlib
+
+    data = bytearray(png_bytes(Image.new("L", (1, 1))))
+    data[16:24] = (100000).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # keep the IHDR chunk valid
+    with pytest.raises(ImageError, match="pixels"):
+        load_image(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "image data is empty"),
+        (b"this is plain text, not a picture", "not an image"),
+    ],
+)
+def test_bad_bytes(data, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(data)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "cut.png"
+    path.write_bytes(png_bytes(Image.effect_noise((64, 64), 50).convert("RGB"))[:300])
+    with pytest.raises(ImageError, match="cut.png: the image data is corrupt or truncated"):
+        load_image(path)
+
+
+def test_missing_empty_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="the file is empty"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_numpy_inputs_match_pil():
+    rgb = (np.arange(4 * 6 * 3) % 256).astype(np.uint8).reshape(4, 6, 3)
+    from_uint8 = load_image(rgb)
+    from_float = load_image(rgb.astype(np.float32) / 255.0)
+    from_pil = load_image(Image.fromarray(rgb))
+    assert from_uint8.digest == from_pil.digest == from_float.digest
+    with pytest.raises(ImageError, match="expected an HxW"):
+        load_image(np.zeros((2, 2, 5), dtype=np.uint8))
+    with pytest.raises(ImageError, match="NaN"):
+        load_image(np.full((2, 2, 3), np.nan, dtype=np.float32))
+
+
+def test_digest_depends_on_pixels_not_container():
+    image = Image.new("RGB", (8, 8), "orange")
+    assert load_image(png_bytes(image)).digest == load_image(png_bytes(image, compress_level=0)).digest
+
+
+@pytest.mark.parametrize("mode, target", [("stretch", (64, 64)), ("crop", (64, 64)), ("fill", (64, 64)),
+                                          ("crop", (48, 96)), ("fill", (96, 48))])
+def test_apply_plan_output_size(mode, target):
+    source = Image.new("RGB", (90, 60), "blue")
+    out = apply_plan(source, plan_resize(source.size, target, mode))
+    assert out.size == target
+
+
+def test_fill_extends_edges_instead_of_black_bars():
+    source = Image.new("RGB", (100, 50), "white")
+    source.paste(Image.new("RGB", (100, 6), "red"), (0, 0))  # red top rows
+    out = apply_plan(source, plan_resize(source.size, (64, 64), "fill"))
+    assert out.getpixel((32, 2))[0] > 200 and out.getpixel((32, 2))[1] < 80  # top band: stretched red row
+
+
+def test_crop_keeps_the_centre():
+    source = Image.new("RGB", (300, 100), "black")
+    source.paste(Image.new("RGB", (100, 100), "white"), (100, 0))
+    out = apply_plan(source, plan_resize(source.size, (64, 64), "crop"))
+    assert out.getpixel((32, 32)) == (255, 255, 255) and out.getpixel((2, 32))[0] > 200
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.jpg", "out.webp"])
+def test_infotext_round_trip_every_format(tmp_path, name):
+    text = 'a "quoted" prompt\nNegative prompt: x\nSteps: 5, Sampler: Euler, Seed: 1, Model: "a, b"'
+    path = save_image(Image.new("RGB", (16, 16), "teal"), tmp_path / name, infotext=text)
+    assert read_infotext(path) == text
+    assert Image.open(path).format == {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[name.split(".")[1]]
+
+
+def test_never_overwrites_without_permission(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="already exists"):
+        write_atomically(b"new", path)
+    assert path.read_bytes() == b"precious"
+    write_atomically(b"new", path, overwrite=True)
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary files left behind
+
+
+def test_missing_folder_and_bad_extension(tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        write_atomically(b"x", tmp_path / "nope" / "a.png")
+    with pytest.raises(OutputError, match="unknown image extension .gif"):
+        save_image(Image.new("RGB", (4, 4)), tmp_path / "a.gif")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_is_reported(tmp_path, monkeypatch):
+    # Route the temporary file to /dev/full, which fails every write with ENOSPC.
+    import img2img.images as images
+
+    def full_mkstemp(prefix, suffix, dir):
+        return os.open("/dev/full", os.O_WRONLY), str(tmp_path / "never-created.tmp")
+
+    monkeypatch.setattr(images.tempfile, "mkstemp", full_mkstemp)
+    with pytest.raises(OutputError, match="not enough disk space"):
+        write_atomically(b"x" * 100_000, tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_encode_png_without_infotext_has_no_parameters():
+    data = encode_image(Image.new("RGB", (4, 4)), "PNG", None)
+    assert read_infotext(data) is None
