@@ -134,7 +134,7 @@ def run(
 
 
 def _run_one(engine, request, image_path: Path, quiet: bool, err):
-    if quiet:
+    if quiet or not err.is_terminal:  # a progress bar only where someone watches it
         return engine.run(request, image_path)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -191,16 +191,16 @@ def info(
 @app.command()
 def models():
     """List model aliases, what they point to, and whether each is in the local cache."""
-    from rich.table import Table
-
     from .models import ALIASES, DEFAULT_MODEL, is_cached, resolve_model
 
-    table = Table("alias", "hub id", "native", "cached", "about")
+    rows = [("alias", "hub id", "native", "cached", "about")]
     for alias in ALIASES.values():
         name = alias.name + (" (default)" if alias.name == DEFAULT_MODEL else "")
         cached = "yes" if is_cached(resolve_model(alias.name)) else "no"
-        table.add_row(name, alias.repo, f"{alias.native}px", cached, alias.description)
-    _console(stderr=False).print(table)
+        rows.append((name, alias.repo, f"{alias.native}px", cached, alias.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     print("Also accepted by --model: any hub id, a local diffusers folder, or a .safetensors file.")
 
 

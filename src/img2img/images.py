@@ -56,12 +56,13 @@ def _open(source: Any):
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
     try:
-        # MAX_IMAGE_PIXELS is checked by our own limit below; PIL's global would also warn at 89 MP.
         return Image.open(io.BytesIO(data)), name
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a known format with a broken header
+        raise ImageError(f"{name}: not an image, or a corrupt one ({exc})") from None
 
 
 def _to_rgb(img, background: str):
@@ -105,14 +106,14 @@ def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, background:
         raise ImageError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
         )
-    if getattr(img, "n_frames", 1) > 1:
-        notices.append(f"{name} has {img.n_frames} frames; using the first")
-        img.seek(0)
     try:
+        if getattr(img, "n_frames", 1) > 1:
+            notices.append(f"{name} has {img.n_frames} frames; using the first")
+            img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img) or img
         rgb = _to_rgb(img, background)
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ImageError(f"{name}: the image data is corrupt or truncated ({exc})") from None
     digest = hashlib.sha256(rgb.tobytes()).hexdigest()
     return LoadedImage(rgb, rgb.size, digest, notices)

@@ -11,7 +11,7 @@ from .geometry import A1111_RESIZE_MODES, RESIZE_MODES, SIZE_MULTIPLE
 
 MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds move between tools unchanged
 MAX_SIDE = 4096
-MIN_SIDE = 64
+MIN_SIDE = 8  # automatic sizes can be small for extreme aspect ratios; the grid is the real limit
 MAX_STEPS = 500
 MAX_BATCH = 64
 
