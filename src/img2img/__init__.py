@@ -8,7 +8,7 @@ Importing this package does not import torch or diffusers; they load on first us
 """
 
 from .engine import Engine, transform
-from .errors import Img2ImgError, ImageError, Interrupted, InvalidRequest, ModelNotAvailable, OutputError
+from .errors import ImageError, Img2ImgError, Interrupted, InvalidRequest, ModelNotAvailable, OutputError
 from .request import Request, Result
 from .version import __version__
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -37,29 +36,29 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show a traceback on
 @app.command()
 def run(
     images: list[Path] = typer.Argument(..., help="Input image file(s).", show_default=False),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="What the result should show."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", "-n", help="What to avoid."),
-    strength: Optional[float] = typer.Option(None, help="How far from the input, 0-1. (default: 0.75)"),
-    steps: Optional[int] = typer.Option(None, help="Sampling steps; steps x strength are run. (default: model's)"),
-    cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale", help="Prompt adherence. (default: model's)"),
-    seed: Optional[int] = typer.Option(None, help="Seed; a batch uses seed, seed+1, ... (default: random)"),
-    sampler: Optional[str] = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
-    scheduler: Optional[str] = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
-    width: Optional[int] = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
-    height: Optional[int] = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
-    resize_mode: Optional[str] = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="What the result should show."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", "-n", help="What to avoid."),
+    strength: float | None = typer.Option(None, help="How far from the input, 0-1. (default: 0.75)"),
+    steps: int | None = typer.Option(None, help="Sampling steps; steps x strength are run. (default: model's)"),
+    cfg_scale: float | None = typer.Option(None, "--cfg-scale", help="Prompt adherence. (default: model's)"),
+    seed: int | None = typer.Option(None, help="Seed; a batch uses seed, seed+1, ... (default: random)"),
+    sampler: str | None = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
+    scheduler: str | None = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
+    width: int | None = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
+    height: int | None = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
+    resize_mode: str | None = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
     keep_size: bool = typer.Option(False, "--keep-size", help="Resize the result back to the input's size."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpeg or webp. (default: png)"),
-    device: Optional[str] = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
-    dtype: Optional[str] = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
+    fmt: str | None = typer.Option(None, "--format", help="png, jpeg or webp. (default: png)"),
+    device: str | None = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
+    dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    params_from: Optional[Path] = typer.Option(None, "--params-from",
+    params_from: Path | None = typer.Option(None, "--params-from",
                                                help="Take parameters from an earlier output; flags win."),
-    background: Optional[str] = typer.Option(None, help="Colour behind transparent pixels. (default: white)"),
+    background: str | None = typer.Option(None, help="Colour behind transparent pixels. (default: white)"),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger input images."),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
     allow_unsafe_checkpoint: bool = typer.Option(False, "--allow-unsafe-checkpoint",
@@ -160,7 +159,7 @@ def _stored_fields(path: Path) -> dict:
 
 def _usable_model_name(name: str | None) -> str | None:
     """A stored model name is used only when it is an alias or hub id; a bare folder name is not a path."""
-    from .models import ALIASES, _HUB_ID
+    from .models import _HUB_ID, ALIASES
 
     if name is None or name in ALIASES or _HUB_ID.match(name):
         return name

@@ -84,7 +84,8 @@ def fields_from_infotext(text: str) -> dict:
             fields[name] = params[key]
     if "Size" in params:
         width, _, height = params["Size"].partition("x")
-        fields["width"], fields["height"] = _number({"Size": width}, "Size", int), _number({"Size": height}, "Size", int)
+        fields["width"] = _number({"Size": width}, "Size", int)
+        fields["height"] = _number({"Size": height}, "Size", int)
     if "Keep size" in params:
         fields["keep_size"] = params["Keep size"].strip().lower() == "true"
     return fields
