@@ -1,0 +1,63 @@
+"""The `img2img serve` command. Imports nothing heavy at module level: `img2img --help` stays instant."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="serve")(serve)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Any non-loopback address needs "
+                                               "--api-key/--api-auth or --insecure."),
+    port: int = typer.Option(7860, help="Port to listen on."),
+    model: list[str] | None = typer.Option(None, "--model", "-m",
+                                              help="Model: alias, hub id, folder or .safetensors; repeatable. "
+                                                   "The first is the current one. (default: sd21-base)"),
+    models: str | None = typer.Option(None, "--models", help="More models, comma-separated; clients may "
+                                                                "switch among the configured ones only."),
+    device: str | None = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
+    dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
+    api_key: list[str] | None = typer.Option(None, "--api-key", envvar="IMG2IMG_API_KEY",
+                                                help="Require 'Authorization: Bearer KEY'; repeatable. "
+                                                     "Env: IMG2IMG_API_KEY (keeps it out of `ps`)."),
+    api_auth: str | None = typer.Option(None, "--api-auth", envvar="IMG2IMG_API_AUTH",
+                                           help="Require HTTP Basic auth, A1111 style: user:pass[,user2:pass2]."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without auth."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait; more get 503 + Retry-After."),
+    max_pixels: int = typer.Option(16_777_216, "--max-pixels", help="Refuse input images with more pixels."),
+    max_body_mb: float = typer.Option(50.0, "--max-body-mb", help="Refuse request bodies larger than this."),
+    cors_origin: list[str] | None = typer.Option(None, "--cors-origin",
+                                                    help="Allow browser calls from this origin; repeatable. "
+                                                         "(default: CORS off)"),
+    preload: bool = typer.Option(True, "--preload/--lazy", help="Load the model in the background at start-up, "
+                                                               "or on the first request."),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
+    shutdown_grace: float = typer.Option(30.0, "--shutdown-grace",
+                                         help="Seconds the running job may finish after SIGTERM."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+):
+    """Serve the A1111-compatible API (/sdapi/v1) and the native API (/v1); docs at /docs."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from ..errors import Img2ImgError
+
+        raise Img2ImgError("the server needs its extras: pip install 'img2img[server]'") from None
+    from .config import ServerConfig, parse_api_auth
+    from .runner import run_server
+
+    specs = list(model or []) + [m.strip() for m in (models or "").split(",") if m.strip()]
+    config = ServerConfig(
+        models=specs, host=host, port=port, device=device, dtype=dtype, safety_checker=not no_safety_checker,
+        api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
+        max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
+        preload=preload, shutdown_grace=shutdown_grace,
+    ).validate()
+    typer.echo(f"img2img server: http://{host}:{port} (docs at /docs); models: {', '.join(specs) or 'sd21-base'}; "
+               f"auth: {'on' if config.auth_enabled else 'off'}; model loading: "
+               f"{'in the background now' if preload else 'on first use'}", err=True)
+    run_server(config, log_level=log_level)

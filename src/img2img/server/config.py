@@ -1,0 +1,79 @@
+"""Server settings and the checks that keep defaults safe. Pure Python: no FastAPI, no torch."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..errors import InvalidRequest
+from ..images import DEFAULT_MAX_PIXELS
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass
+class ServerConfig:
+    models: list[str] = field(default_factory=list)  # aliases, hub ids or local paths; the first is current
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str | None = None
+    dtype: str | None = None
+    safety_checker: bool = True
+    api_keys: list[str] = field(default_factory=list)
+    api_auth: list[tuple[str, str]] = field(default_factory=list)  # (user, password) pairs
+    insecure: bool = False
+    max_queue: int = 8  # jobs waiting (not counting the running one)
+    max_pixels: int = 16_777_216  # 4096 x 4096 input pixels
+    max_body_mb: float = 50.0
+    cors_origins: list[str] = field(default_factory=list)
+    preload: bool = True  # load the current model in the background at start-up
+    shutdown_grace: float = 30.0  # seconds the running job may finish after SIGTERM before it is interrupted
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.api_auth)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    def validate(self) -> ServerConfig:
+        if not 0 <= self.port <= 65535:
+            raise InvalidRequest(f"--port must be between 0 and 65535, got {self.port}", "port")
+        if self.max_queue < 0:
+            raise InvalidRequest(f"--max-queue must be 0 or more, got {self.max_queue}", "max_queue")
+        if not 0 < self.max_pixels <= DEFAULT_MAX_PIXELS:
+            raise InvalidRequest(f"--max-pixels must be between 1 and {DEFAULT_MAX_PIXELS}, got {self.max_pixels}",
+                                 "max_pixels")
+        if not 0 < self.max_body_mb <= 1024:
+            raise InvalidRequest(f"--max-body-mb must be in (0, 1024], got {self.max_body_mb:g}", "max_body_mb")
+        if any(not key for key in self.api_keys):
+            raise InvalidRequest("--api-key must not be empty", "api_key")
+        if not is_loopback(self.host) and not self.auth_enabled and not self.insecure:
+            raise InvalidRequest(
+                f"refusing to listen on {self.host} without authentication: anyone who can reach it could use "
+                "the GPU. Pass --api-key KEY or --api-auth user:pass, or --insecure if the network is trusted",
+                "host",
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_api_auth(value: str) -> list[tuple[str, str]]:
+    """A1111's --api-auth: "user:pass" or several, comma-separated."""
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise InvalidRequest(f"--api-auth expects user:password[,user2:password2], got {item.strip()!r}",
+                                 "api_auth")
+        pairs.append((user, password))
+    return pairs

@@ -1,0 +1,113 @@
+"""Native routes: multipart upload in, PNG (or JSON) out; model list; health."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import Request as HttpRequest
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import InvalidRequest
+from ..images import encode_image
+from ..request import Request
+from .service import Service
+from .web import await_job
+
+RESPONSE_FORMATS = ("png", "json")
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["native"])
+
+    @api.post("/img2img", responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+    async def img2img(
+        http: HttpRequest,
+        image: UploadFile = File(..., description="The input picture (PNG, JPEG, WebP, ...)."),
+        prompt: str = Form(..., description="What the result should show."),
+        negative_prompt: str = Form(""),
+        strength: float = Form(0.75, description="How far from the input, (0, 1]."),
+        steps: int | None = Form(None, description="Sampling steps (default: the model's)."),
+        cfg_scale: float | None = Form(None),
+        seed: int | None = Form(None, description="-1 or empty for random."),
+        sampler: str | None = Form(None, description="A1111 sampler name, legacy names too."),
+        scheduler: str = Form("Automatic"),
+        width: int | None = Form(None),
+        height: int | None = Form(None),
+        resize_mode: str = Form("crop", description="stretch, crop or fill (or 0, 1, 2)."),
+        batch_size: int = Form(1),
+        keep_size: bool = Form(False),
+        background: str = Form("white"),
+        model: str | None = Form(None, description="One of GET /v1/models (default: the current one)."),
+        response_format: str | None = Form(None, description="png (the first image; default) or json (all images, "
+                                           "base64). Without it, 'Accept: application/json' picks json."),
+    ):
+        """Transform an uploaded image. PNG answers carry the seed in X-Seed and the infotext inside the file."""
+        if response_format is None:
+            accept = http.headers.get("accept", "")
+            fmt = "json" if "application/json" in accept and "image/png" not in accept else "png"
+        else:
+            fmt = response_format.strip().lower()
+        if fmt not in RESPONSE_FORMATS:
+            raise InvalidRequest(f"response_format must be png or json, got {response_format!r}", "response_format")
+        if fmt == "png" and batch_size != 1:
+            raise InvalidRequest("a PNG answer holds one image; use response_format=json for batch_size > 1",
+                                 "response_format")
+        data = await image.read()
+        slot = service.find_model(model, "model")
+        request = Request(prompt=prompt, negative_prompt=negative_prompt, strength=strength, steps=steps,
+                          cfg_scale=cfg_scale, seed=seed, sampler=sampler, scheduler=scheduler, width=width,
+                          height=height, resize_mode=resize_mode, batch_size=batch_size, keep_size=keep_size,
+                          background=background)
+
+        def check():
+            prepared, _ = service.prepare(slot, request)
+            service.check_image(data, "image")
+            return prepared
+
+        prepared = await run_in_threadpool(check)
+        outcome = await await_job(http, service, lambda job: service.generate(job, slot, prepared, data),
+                                  label=slot.name)
+        if not outcome.results:
+            raise InvalidRequest("the job was interrupted before an image was finished", "interrupt")
+        result = outcome.results[0]
+        if fmt == "png":
+            png = await run_in_threadpool(encode_image, result.images[0], "PNG", result.infotexts[0])
+            return Response(png, media_type="image/png",
+                            headers={"X-Seed": str(result.seeds[0]), "X-Model": slot.name})
+
+        def as_json():
+            return {
+                "images": [base64.b64encode(encode_image(im, "PNG", text)).decode("ascii")
+                           for im, text in zip(result.images, result.infotexts)],
+                "seeds": result.seeds,
+                "infotexts": result.infotexts,
+                "parameters": {k: v for k, v in vars(result.request).items()},
+                "model": slot.name,
+                "model_hash": slot.hash,
+                "width": result.width,
+                "height": result.height,
+                "effective_steps": result.effective_steps,
+                "nsfw": result.nsfw,
+                "notices": result.notices + outcome.notices,
+                "seconds": round(result.seconds, 3),
+            }
+
+        return await run_in_threadpool(as_json)
+
+    @api.get("/models")
+    async def models():
+        return {"current": service.current.name,
+                "models": [{"name": s.name, "title": s.title, "spec": s.spec if s.source.kind == "hub" else s.name,
+                            "kind": s.source.kind, "hash": s.hash, "state": s.state,
+                            "current": s is service.current,
+                            "defaults": {"steps": s.source.profile.steps, "cfg_scale": s.source.profile.cfg_scale,
+                                         "sampler": s.source.profile.sampler}}
+                           for s in service.slots]}
+
+    @api.get("/health")
+    async def health():
+        return service.health()
+
+    return api

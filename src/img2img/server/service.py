@@ -1,0 +1,265 @@
+"""What the routes call: configured models, the job queue, image checks and generation in the worker.
+
+Routes translate their wire format into a Request and call `Service`; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ImageError, Interrupted, InvalidRequest, ModelNotAvailable
+from ..request import MAX_BATCH, MAX_SEED, Request, Result
+from .config import ServerConfig
+from .jobs import Job, JobQueue
+
+log = logging.getLogger("img2img.server")
+
+
+class TooManyPixels(ImageError):
+    """The input image is over the server's pixel limit (HTTP 413)."""
+
+
+@dataclass
+class Outcome:
+    """Results of one job: one Result per part (A1111's n_iter) that completed."""
+
+    results: list[Result]
+    seeds: list[int]  # every seed the job was asked to run, in order
+    interrupted: bool = False
+    skipped: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def images(self) -> list:
+        return [image for result in self.results for image in result.images]
+
+    @property
+    def infotexts(self) -> list[str]:
+        return [text for result in self.results for text in result.infotexts]
+
+    @property
+    def done_seeds(self) -> list[int]:
+        return [seed for result in self.results for seed in result.seeds]
+
+
+class ModelSlot:
+    """One configured model: its engine (made on first use) and what we know about its loading."""
+
+    def __init__(self, spec: str, config: ServerConfig):
+        from ..models import resolve_model
+
+        self.spec = spec
+        self.source = resolve_model(spec)  # cheap; refuses bad specs at start-up
+        self.name = self.source.name
+        self._config = config
+        self._engine = None
+        self._lock = threading.Lock()
+        self.loading = False
+        self.error: str | None = None
+        self.hash: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.hash}]" if self.hash else self.name
+
+    @property
+    def engine(self):
+        with self._lock:
+            if self._engine is None:
+                from ..engine import Engine
+
+                self._engine = Engine(self.spec, device=self._config.device, dtype=self._config.dtype,
+                                      safety_checker=self._config.safety_checker,
+                                      max_pixels=self._config.max_pixels)
+            return self._engine
+
+    @property
+    def loaded(self) -> bool:
+        if self._engine is None:
+            return False
+        from ..models import CACHE
+
+        return any(m.source == self.source and m.device == self._engine.device for m in CACHE.loaded())
+
+    @property
+    def state(self) -> str:
+        if self.loaded:
+            return "loaded"
+        if self.loading:
+            return "loading"
+        if self.error:
+            return "failed"
+        return "not loaded"
+
+    def load(self):
+        self.loading = True
+        try:
+            loaded = self.engine.load()
+        except ModelNotAvailable as exc:
+            self.error = str(exc)
+            raise
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.loading = False
+        self.error = None
+        self.hash = loaded.model_hash
+        return loaded
+
+    def matches(self, wanted: str) -> bool:
+        wanted = wanted.strip().casefold()
+        bare = wanted.split(" [", 1)[0].strip()
+        names = {self.name.casefold(), self.spec.casefold(), self.title.casefold(), self.source.location.casefold()}
+        return wanted in names or bare in names
+
+
+class Service:
+    def __init__(self, config: ServerConfig):
+        from ..models import DEFAULT_MODEL
+
+        self.config = config
+        specs = config.models or [DEFAULT_MODEL]
+        self.slots: list[ModelSlot] = []
+        for spec in specs:
+            slot = ModelSlot(spec, config)
+            if any(existing.name == slot.name for existing in self.slots):
+                raise InvalidRequest(f"two configured models share the name {slot.name!r}; rename one", "models")
+            self.slots.append(slot)
+        self.current = self.slots[0]
+        self.queue = JobQueue(config.max_queue)
+        self.started = time.time()
+
+    # ---------------------------------------------------------------- models
+    def find_model(self, wanted: str | None, field_name: str = "sd_model_checkpoint") -> ModelSlot:
+        if wanted is None or wanted == "":
+            return self.current
+        for slot in self.slots:
+            if slot.matches(str(wanted)):
+                return slot
+        names = ", ".join(slot.title for slot in self.slots)
+        raise InvalidRequest(f"{field_name}: model {wanted!r} is not one this server offers ({names})", field_name)
+
+    def set_current(self, wanted: str, field_name: str = "sd_model_checkpoint") -> ModelSlot:
+        self.current = self.find_model(wanted, field_name)
+        return self.current
+
+    def preload(self) -> threading.Thread:
+        """Load the current model in the background so the first request does not wait for it."""
+        slot = self.current
+
+        def load():
+            try:
+                slot.load()
+                log.info("model %s loaded on %s", slot.name, slot.engine.device)
+            except Exception as exc:
+                log.error("loading model %s failed: %s", slot.name, exc)
+
+        slot.loading = True
+        thread = threading.Thread(target=load, name="img2img-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def health(self) -> dict:
+        slot = self.current
+        engine = slot._engine
+        running = self.queue.running
+        return {
+            "status": "shutting down" if self.queue.closed else "ok",
+            "model": slot.name,
+            "model_state": slot.state,
+            "model_loaded": slot.loaded,
+            "model_error": slot.error,
+            "load_policy": "background at start-up" if self.config.preload else "on first use",
+            "loaded_models": [s.name for s in self.slots if s.loaded],
+            "device": engine.device if engine else (self.config.device or "auto"),
+            "dtype": engine.dtype if engine else (self.config.dtype or "auto"),
+            "queue": {"depth": self.queue.depth, "waiting": self.queue.waiting, "running": running is not None,
+                      "max_waiting": self.queue.max_waiting, "completed": self.queue.completed},
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    # ---------------------------------------------------------------- checks before queueing
+    def check_image(self, data: bytes, field_name: str = "image") -> None:
+        """Refuse undecodable or over-limit images before they take a place in the queue."""
+        from PIL import Image
+
+        from ..images import load_image
+
+        limit = self.config.max_pixels
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+        except Exception:
+            width = height = 0  # load_image below names the problem
+        if width * height > limit:
+            raise TooManyPixels(f"{field_name}: {width}x{height} is {width * height:,} pixels, over this server's "
+                                f"limit of {limit:,} (server option --max-pixels)")
+        try:
+            load_image(data, max_pixels=limit)
+        except ImageError as exc:
+            raise ImageError(f"{field_name}: {exc}".replace("<bytes>: ", "")) from None
+
+    def prepare(self, slot: ModelSlot, request: Request, parts: int = 1) -> tuple[Request, int]:
+        """Validate with the model's defaults; pick the first seed so every part's seed is known up front."""
+        if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= MAX_BATCH:
+            raise InvalidRequest(f"n_iter must be between 1 and {MAX_BATCH}, got {parts!r}", "n_iter")
+        request = slot.engine.prepare(request)
+        if request.batch_size * parts > MAX_BATCH:
+            raise InvalidRequest(f"batch_size x n_iter = {request.batch_size} x {parts} images; at most {MAX_BATCH} "
+                                 "per request", "n_iter")
+        total = request.batch_size * parts
+        first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - total)
+        if first + total - 1 > MAX_SEED:
+            raise InvalidRequest(f"seed {first} + {total} images runs past the largest seed {MAX_SEED}", "seed")
+        return request.replace(seed=first), total
+
+    # ---------------------------------------------------------------- work in the worker thread
+    def generate(self, job: Job, slot: ModelSlot, request: Request, image: bytes, parts: int = 1) -> Outcome:
+        """Run `parts` batches with consecutive seeds (A1111's n_iter). Interrupt keeps what finished;
+        skip drops the running part and goes on."""
+        seeds = [request.seed + i for i in range(request.batch_size * parts)]
+        outcome = Outcome(results=[], seeds=seeds)
+        if not slot.loaded:
+            slot.load()
+        for part in range(parts):
+            if job.interrupted:
+                break
+            job.start_part(part, parts)
+            part_request = request.replace(seed=request.seed + part * request.batch_size)
+            try:
+                outcome.results.append(slot.engine.run(part_request, image, on_step=job.on_step))
+            except Interrupted:
+                if job.interrupted:
+                    break
+                outcome.skipped += 1
+        outcome.interrupted = job.interrupted
+        if outcome.interrupted:
+            outcome.notices.append(f"interrupted: {len(outcome.images)} of {len(seeds)} images finished")
+        if outcome.skipped:
+            outcome.notices.append(f"skipped {outcome.skipped} of {parts} batches")
+        return outcome
+
+    def preview(self, skip_image: bool = False) -> tuple[object, bytes | None]:
+        """The running job's progress and, unless skipped, a PNG preview of its latest latents."""
+        progress = self.queue.progress()
+        if skip_image or progress.latents is None:
+            return progress, None
+        slot = next((s for s in self.slots if s.name == progress.label), self.current)
+        try:
+            from ..models import CACHE
+
+            pipes = [m.pipe for m in CACHE.loaded() if m.source == slot.source]
+            if not pipes:
+                return progress, None
+            from .preview import preview_png
+
+            return progress, preview_png(pipes[0], progress.latents)
+        except Exception as exc:  # a preview is a nicety; never fail the progress route for it
+            log.warning("preview failed: %s", exc)
+            return progress, None
