@@ -176,7 +176,9 @@ class _Summary:
             self.failed += 1
             error = str(record["error"])
             where = "" if error.startswith(record["input"]) else f"{record['input']}: "
-            err.print(f"[red]failed:[/] {where}{error}", markup=True, highlight=False)
+            from rich.markup import escape
+
+            err.print(f"[red]failed:[/] {escape(where + error)}")
 
     def line(self, log_path: Path) -> str:
         failed = f"failed {self.failed + self.failed_earlier}"

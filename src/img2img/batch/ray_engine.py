@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 
 from ..errors import Img2ImgError
@@ -54,8 +53,6 @@ def _import_ray():
 def _quiet_ray() -> None:
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    # The C++ core prints actor warnings on the driver's stderr unless told otherwise.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
 
 
 def run_ray(tasks: list[dict], options: BatchOptions, *, address: str | None = None, workers: int | None = None,
