@@ -1,0 +1,77 @@
+import threading
+
+import pytest
+from PIL import Image
+
+from img2img.history import History
+from img2img.images import read_infotext
+
+
+@pytest.fixture(scope="module")
+def result(tiny_sd, square_path):
+    from img2img import Engine
+
+    return Engine(str(tiny_sd)).transform(square_path, "a harbour at dusk", seed=21, steps=4, batch_size=2)
+
+
+def test_add_list_get_delete(tmp_path, result):
+    history = History(tmp_path)
+    entries = history.add(result, origin="ui")
+    assert [e.seed for e in entries] == [21, 22]
+    assert [e.seed for e in history.list()] == [22, 21]  # newest first
+    first = history.get(entries[0].id)
+    assert first.prompt == "a harbour at dusk" and first.parameters["Seed"] == "21" and first.origin == "ui"
+    assert first.image.is_file() and read_infotext(first.image) == result.infotexts[0]
+    assert Image.open(first.image).tobytes() == result.images[0].tobytes()
+    assert history.delete(first.id) and not first.image.exists() and history.get(first.id) is None
+    assert history.count() == 1 and not history.delete(first.id)
+
+
+def test_persists_across_instances(tmp_path, result):
+    History(tmp_path).add(result)
+    again = History(tmp_path)
+    assert again.count() == 2 and again.notices == []
+
+
+def test_corrupt_database_is_set_aside_and_rebuilt_from_files(tmp_path, result):
+    history = History(tmp_path)
+    history.add(result)
+    images = sorted(p.name for p in (tmp_path / "images").rglob("*.png"))
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"history.sqlite3{suffix}").unlink(missing_ok=True)
+    (tmp_path / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    recovered = History(tmp_path)
+    assert recovered.notices and "was unreadable" in recovered.notices[0]
+    assert list(tmp_path.glob("history.sqlite3.corrupt-*"))  # the bad file is kept for inspection
+    assert sorted(e.image.name for e in recovered.list()) == images  # no image lost
+    assert {e.seed for e in recovered.list()} == {21, 22} and {e.origin for e in recovered.list()} == {"rebuilt"}
+
+
+def test_missing_database_is_rebuilt(tmp_path, result):
+    History(tmp_path).add(result)
+    for path in tmp_path.glob("history.sqlite3*"):
+        path.unlink()
+    recovered = History(tmp_path)
+    assert recovered.count() == 2 and "rebuilt from the image files" in recovered.notices[0]
+
+
+def test_concurrent_writers(tmp_path, result):
+    histories = [History(tmp_path), History(tmp_path)]  # e.g. the API and the UI
+    errors = []
+
+    def writer(history):
+        try:
+            for _ in range(5):
+                history.add(result)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(h,)) for h in histories for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    entries = History(tmp_path).list(limit=None)
+    assert len(entries) == 40 and len({e.image for e in entries}) == 40
+    assert all(e.image.is_file() for e in entries)
