@@ -135,6 +135,7 @@ class JobQueue:
         self._closed = False
         self._durations: deque[float] = deque(maxlen=20)
         self.completed = 0
+        self.dropped = 0  # jobs whose client left before they started
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
         self._worker.start()
 
@@ -196,6 +197,7 @@ class JobQueue:
                 self._waiting.remove(job)
             except ValueError:
                 return False
+            self.dropped += 1
         job.future.set_exception(JobDropped("the job was cancelled before it started"))
         return True
 
@@ -245,6 +247,7 @@ class JobQueue:
                 if job.client_gone():
                     log.info("job %s dropped: its client disconnected before it started", job.id)
                     job.future.set_exception(JobDropped("the client disconnected before the job started"))
+                    self.dropped += 1
                     continue
                 if not job.future.set_running_or_notify_cancel():
                     continue

@@ -180,7 +180,8 @@ class Service:
             "device": engine.device if engine else (self.config.device or "auto"),
             "dtype": engine.dtype if engine else (self.config.dtype or "auto"),
             "queue": {"depth": self.queue.depth, "waiting": self.queue.waiting, "running": running is not None,
-                      "max_waiting": self.queue.max_waiting, "completed": self.queue.completed},
+                      "max_waiting": self.queue.max_waiting, "completed": self.queue.completed,
+                      "dropped": self.queue.dropped},
             "uptime_s": round(time.time() - self.started, 1),
         }
 

@@ -1,0 +1,144 @@
+"""The job queue on its own: order, bound, dropping jobs of departed clients, interrupt, skip, shutdown."""
+
+import threading
+import time
+
+import pytest
+
+from img2img.errors import Interrupted
+from img2img.server.jobs import JobDropped, JobQueue, QueueFull, ShuttingDown
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def blocker():
+    """A job that holds the worker until released, and an event set once it is running."""
+    started, release = threading.Event(), threading.Event()
+
+    def work(job):
+        started.set()
+        assert release.wait(10)
+        return "released"
+
+    return work, started, release
+
+
+def test_jobs_run_in_order_and_return_values():
+    queue = JobQueue(max_waiting=8)
+    order = []
+    jobs = [queue.submit(lambda job, i=i: order.append(i) or i * 10) for i in range(5)]
+    assert [job.future.result(5) for job in jobs] == [0, 10, 20, 30, 40]
+    assert order == [0, 1, 2, 3, 4]
+    assert queue.depth == 0 and queue.completed == 5
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_full_queue_refuses_with_retry_after():
+    queue = JobQueue(max_waiting=1)
+    work, started, release = blocker()
+    running = queue.submit(work)
+    assert started.wait(5)
+    waiting = queue.submit(lambda job: "second")
+    assert queue.depth == 2 and queue.waiting == 1
+    with pytest.raises(QueueFull) as caught:
+        queue.submit(lambda job: "third")
+    assert caught.value.retry_after >= 1
+    release.set()
+    assert running.future.result(5) == "released" and waiting.future.result(5) == "second"
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_job_of_a_departed_client_is_dropped_before_it_starts():
+    queue = JobQueue()
+    work, started, release = blocker()
+    queue.submit(work)
+    assert started.wait(5)
+    ran = []
+    gone = queue.submit(lambda job: ran.append(1), client_gone=lambda: True)
+    cancelled = queue.submit(lambda job: ran.append(2))
+    assert queue.cancel(cancelled)
+    release.set()
+    with pytest.raises(JobDropped):
+        gone.future.result(5)
+    with pytest.raises(JobDropped):
+        cancelled.future.result(5)
+    assert ran == [] and queue.dropped == 2
+    queue.shutdown(wait=True, timeout=5)
+
+
+def steps_job(steps=200, parts=1):
+    """A fake generation: `parts` runs of `steps` steps, reporting progress like the engine does."""
+
+    def work(job):
+        finished = []
+        for part in range(parts):
+            if job.interrupted:
+                break
+            job.start_part(part, parts)
+            try:
+                for step in range(1, steps + 1):
+                    time.sleep(0.005)
+                    job.on_step(step, steps, None)
+                finished.append(part)
+            except Interrupted:
+                if job.interrupted:
+                    break
+        return finished
+
+    return work
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_interrupt_stops_the_running_job_and_progress_is_reported():
+    queue = JobQueue()
+    job = queue.submit(steps_job(steps=400, parts=3), label="fake")
+    wait_for(lambda: queue.progress().step > 2)
+    snapshot = queue.progress()
+    assert snapshot.label == "fake" and snapshot.total == 400 and 0 < snapshot.fraction < 1
+    assert queue.interrupt()
+    assert job.future.result(5) == []
+    assert queue.progress().job_id is None and not queue.interrupt()
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_skip_abandons_only_the_current_part():
+    queue = JobQueue()
+    job = queue.submit(steps_job(steps=100, parts=2))
+    wait_for(lambda: queue.progress().step > 2)
+    assert queue.progress().part == 0
+    queue.skip()
+    assert job.future.result(10) == [1]
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_errors_reach_the_client_and_the_worker_survives():
+    queue = JobQueue()
+
+    def boom(job):
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        queue.submit(boom).future.result(5)
+    assert queue.submit(lambda job: "alive").future.result(5) == "alive"
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_shutdown_fails_waiting_jobs_refuses_new_ones_and_interrupts_after_grace():
+    queue = JobQueue()
+    running = queue.submit(steps_job(steps=2000))
+    wait_for(lambda: queue.progress().step > 0)
+    waiting = queue.submit(lambda job: "never")
+    queue.shutdown(grace=0.2)
+    with pytest.raises(ShuttingDown):
+        waiting.future.result(5)
+    with pytest.raises(ShuttingDown):
+        queue.submit(lambda job: "late")
+    assert running.future.result(5) == []  # interrupted after the grace period, well before 2000 steps
+    queue.shutdown(wait=True, timeout=5)
+    assert not queue._worker.is_alive()
