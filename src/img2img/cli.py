@@ -45,6 +45,9 @@ def run(
     sampler: str | None = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
     scheduler: str | None = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
     model: str | None = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
+    model_config: str | None = typer.Option(None, "--model-config", metavar="FOLDER",
+                                            help="Diffusers folder of the same family as a .safetensors --model, "
+                                                 "for its configs (needed offline until they are cached)."),
     width: int | None = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
     height: int | None = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
     resize_mode: str | None = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
@@ -91,7 +94,9 @@ def run(
         raise InvalidRequest("use either --output or --output-dir, not both")
     request = Request(**fields)
     engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
-                    allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels)
+                    allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels, config=model_config)
+    if model_config is not None and engine.source.kind != "file":
+        raise InvalidRequest("--model-config is only used with a single-file .safetensors --model")
     request = engine.prepare(request)  # fail on bad parameters before any model loads
     if not quiet:
         where = "" if engine.source.kind != "hub" or engine.source.name == engine.source.location \

@@ -289,7 +289,7 @@ def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, con
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         return cls.from_single_file(str(path), **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # KeyError: a config of another family (SDXL for SD 1/2)
         raise ModelNotAvailable(
             f"{path}: cannot load this checkpoint ({exc}). Single-file checkpoints need the model's config "
             "files: connect once so they are cached, or pass a diffusers folder of the same family as config"
