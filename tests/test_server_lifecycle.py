@@ -1,0 +1,143 @@
+"""The queue seen over HTTP (full -> 503, departed clients dropped), model loading states, and SIGTERM."""
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from img2img.server.config import ServerConfig
+from img2img.server.runner import ServerThread
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def payload(square_path, **fields):
+    image = base64.b64encode(square_path.read_bytes()).decode()
+    return {"prompt": "x", "init_images": [image], "steps": 4, "width": 64, "height": 64, **fields}
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def hold_worker(service):
+    """Occupy the worker with a job that waits for the returned event."""
+    started, release = threading.Event(), threading.Event()
+    service.queue.submit(lambda job: started.set() or release.wait(30))
+    assert started.wait(10)
+    return release
+
+
+@pytest.fixture(scope="module")
+def server(tiny_sd):
+    with ServerThread(ServerConfig(models=[str(tiny_sd)], device="cpu", max_queue=1, preload=False)) as running:
+        yield running
+
+
+def test_lazy_model_loads_on_first_use(server, square_path):
+    health = httpx.get(server.url + "/v1/health").json()
+    assert health["load_policy"] == "on first use"
+    response = httpx.post(server.url + "/sdapi/v1/img2img", json=payload(square_path), timeout=60)
+    assert response.status_code == 200
+    health = httpx.get(server.url + "/v1/health").json()
+    assert health["model_state"] == "loaded" and health["model_loaded"]
+
+
+def test_full_queue_answers_503_with_retry_after(server, square_path):
+    release = hold_worker(server.service)
+    waiting = {}
+    thread = threading.Thread(target=lambda: waiting.setdefault(
+        "response", httpx.post(server.url + "/sdapi/v1/img2img", json=payload(square_path), timeout=60)))
+    thread.start()
+    try:
+        wait_for(lambda: server.service.queue.waiting == 1)
+        refused = httpx.post(server.url + "/sdapi/v1/img2img", json=payload(square_path), timeout=30)
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "queue is full" in refused.json()["detail"]
+        assert httpx.get(server.url + "/v1/health").json()["queue"]["depth"] == 2
+    finally:
+        release.set()
+    thread.join(60)
+    assert waiting["response"].status_code == 200
+
+
+def test_job_of_a_client_that_hung_up_is_dropped_before_it_starts(server, square_path):
+    release = hold_worker(server.service)
+    dropped_before = server.service.queue.dropped
+    completed_before = server.service.queue.completed
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/sdapi/v1/img2img", json=payload(square_path), timeout=1.0)
+        wait_for(lambda: server.service.queue.dropped == dropped_before + 1)
+        assert server.service.queue.waiting == 0
+    finally:
+        release.set()
+    wait_for(lambda: server.service.queue.depth == 0)
+    assert server.service.queue.completed == completed_before + 1  # only the holding job ran
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sigterm_finishes_the_running_job_refuses_queued_ones_and_exits_0(tiny_sd, square_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "img2img.cli", "serve", "--model", str(tiny_sd), "--device", "cpu", "--port",
+         str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def healthy():
+            try:
+                return httpx.get(url + "/v1/health", timeout=2).json()["model_loaded"]
+            except httpx.HTTPError:
+                assert process.poll() is None, process.stdout.read()
+                return False
+
+        wait_for(healthy, timeout=90)
+        results = {}
+
+        def call(name, **fields):
+            try:
+                results[name] = httpx.post(url + "/sdapi/v1/img2img", json=payload(square_path, **fields), timeout=90)
+            except httpx.HTTPError as exc:
+                results[name] = exc
+
+        running = threading.Thread(target=call, args=("running",), kwargs={"steps": 60, "denoising_strength": 1.0})
+        running.start()
+        wait_for(lambda: httpx.get(url + "/sdapi/v1/progress").json()["state"]["sampling_step"] > 0)
+        queued = threading.Thread(target=call, args=("queued",))
+        queued.start()
+        wait_for(lambda: httpx.get(url + "/v1/health").json()["queue"]["waiting"] == 1)
+        process.send_signal(signal.SIGTERM)
+        running.join(90)
+        queued.join(90)
+        assert process.wait(60) == 0
+        finished = results["running"]
+        assert finished.status_code == 200 and len(finished.json()["images"]) == 1
+        assert results["queued"].status_code == 503 and "shutting down" in results["queued"].json()["detail"]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/v1/health", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stdout.close()
+
