@@ -166,7 +166,7 @@ def test_output_of_a_run_killed_before_logging_is_kept_and_logged_once(tmp_path,
     assert json.loads(lines[-1])["key"] == "p1"
     # What SIGKILL can leave: p1 written but not logged, a torn log line, a temp file of a later item.
     log.write_text("".join(lines[:-1]) + '{"key": "p1", "sta')
-    (out / ".p2.png.k1l2m3.tmp").write_bytes(b"partial")
+    (out / ".p2.png.k1l2m3n4.tmp").write_bytes(b"partial")
     inode = (out / "p1.png").stat().st_ino
     capsys.readouterr()
     assert batch(*args) == 0

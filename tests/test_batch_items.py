@@ -162,7 +162,7 @@ def test_log_with_a_corrupt_middle_line_is_an_error(tmp_path):
 
 
 def test_stale_temp_files_are_removed(tmp_path):
-    stale = touch(tmp_path / "sub" / ".x.png.abc123.tmp")
-    keep = touch(tmp_path / "x.png")
+    stale = touch(tmp_path / "sub" / ".x.png.ab_c1234.tmp")
+    keep = [touch(tmp_path / "x.png"), touch(tmp_path / ".notes.tmp"), touch(tmp_path / ".x.png.short.tmp")]
     assert remove_stale_temp_files(tmp_path) == [stale]
-    assert keep.exists() and not stale.exists()
+    assert all(path.exists() for path in keep) and not stale.exists()

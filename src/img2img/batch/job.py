@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -193,11 +194,15 @@ def process_task(engine, task: dict, options: BatchOptions) -> dict:
     return record(task, "done", None, time.perf_counter() - started, **extra)
 
 
+# write_atomically's temporary names: "." + output name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.(png|jpg|webp)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the `.<name>.<random>.tmp` files that write_atomically leaves when a process is killed."""
+    """Delete the temporary files that write_atomically leaves when a process is killed mid-write."""
     removed = []
     for path in Path(folder).rglob(".*.tmp"):
-        if path.is_file():
+        if _TEMP_NAME.match(path.name) and path.is_file():
             path.unlink()
             removed.append(path)
     return removed
