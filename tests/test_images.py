@@ -206,3 +206,10 @@ def test_full_disk_is_reported(tmp_path, monkeypatch):
 def test_encode_png_without_infotext_has_no_parameters():
     data = encode_image(Image.new("RGB", (4, 4)), "PNG", None)
     assert read_infotext(data) is None
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from img2img.images import _UMASK
+
+    path = write_atomically(b"data", tmp_path / "a.png")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's private 0600

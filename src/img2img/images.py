@@ -211,6 +211,8 @@ def write_atomically(data: bytes, path: str | os.PathLike, *, overwrite: bool = 
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give outputs the usual permissions
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -236,6 +238,16 @@ def write_atomically(data: bytes, path: str | os.PathLike, *, overwrite: bool = 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _read_umask() -> int:
+    # Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def save_image(image, path, *, fmt: str | None = None, infotext: str | None = None,

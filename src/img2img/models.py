@@ -292,7 +292,8 @@ def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, con
     except (OSError, ValueError, KeyError) as exc:  # KeyError: a config of another family (SDXL for SD 1/2)
         raise ModelNotAvailable(
             f"{path}: cannot load this checkpoint ({exc}). Single-file checkpoints need the model's config "
-            "files: connect once so they are cached, or pass a diffusers folder of the same family as config (--model-config FOLDER)"
+            "files: connect once so they are cached, or pass a diffusers folder of the same family as config "
+            "(--model-config FOLDER)"
         ) from None
 
 
