@@ -1,0 +1,179 @@
+"""Load test for a running img2img server: N concurrent clients, bounded in count and time, loopback only.
+
+    # against a server you started (give its pid to see its memory):
+    python benchmarks/load.py --url http://127.0.0.1:7860 --requests 200 --clients 16 --server-pid 12345
+    # or let the script start one with a tiny random-weight model (no download):
+    python benchmarks/load.py --spawn-tiny --requests 200 --clients 16
+
+Prints throughput, p50/p99 latency, error counts by HTTP status and the server's RSS before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
+
+MAX_REQUESTS = 10_000
+MAX_CLIENTS = 64
+MAX_SECONDS = 600
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def loopback_only(url: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"refusing to load-test {host!r}: this script only targets loopback addresses")
+    return url.rstrip("/")
+
+
+def picture_b64(size: int) -> str:
+    from img2img.testing import make_photo
+
+    buffer = io.BytesIO()
+    make_photo(size, size).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def spawn_tiny(max_queue: int) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
+    from img2img.testing import build_tiny_sd
+
+    folder = tempfile.TemporaryDirectory(prefix="img2img-load-")
+    model = build_tiny_sd(Path(folder.name) / "tiny-sd")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "img2img.cli", "serve", "--model", str(model), "--device", "cpu", "--port", str(port),
+         "--max-queue", str(max_queue), "--log-level", "warning"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return process, f"http://127.0.0.1:{port}", folder
+
+
+def wait_healthy(client, url: str, headers: dict, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get(url + "/v1/health", headers=headers, timeout=2).json().get("model_loaded"):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"the server at {url} did not become healthy in {timeout:g} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:7860")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=300, help="stop after this many seconds")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=64, help="input and output side in pixels")
+    parser.add_argument("--api-key", default=os.environ.get("IMG2IMG_API_KEY"))
+    parser.add_argument("--server-pid", type=int, help="pid of the server, to report its RSS")
+    parser.add_argument("--spawn-tiny", action="store_true", help="start a server with a tiny model for the run")
+    parser.add_argument("--max-queue", type=int, default=16, help="with --spawn-tiny: the server's --max-queue")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.clients <= MAX_CLIENTS or \
+            not 0 < args.duration <= MAX_SECONDS:
+        raise SystemExit(f"bounds: requests 1..{MAX_REQUESTS}, clients 1..{MAX_CLIENTS}, duration (0, {MAX_SECONDS}]")
+
+    import httpx
+
+    process = folder = None
+    url, pid = loopback_only(args.url), args.server_pid
+    if args.spawn_tiny:
+        process, url, folder = spawn_tiny(args.max_queue)
+        pid = process.pid
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    payload = {"prompt": "a lighthouse at dusk", "init_images": [picture_b64(args.size)], "steps": args.steps,
+               "width": args.size, "height": args.size, "seed": -1}
+    try:
+        with httpx.Client(timeout=120) as probe:
+            wait_healthy(probe, url, headers)
+            probe.post(url + "/sdapi/v1/img2img", json=payload, headers=headers)  # warm-up, not counted
+        before = rss_mb(pid)
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        issued = 0
+        lock = threading.Lock()
+        deadline = time.monotonic() + args.duration
+
+        def client_loop():
+            nonlocal issued
+            with httpx.Client(timeout=120, headers=headers) as client:
+                while time.monotonic() < deadline:
+                    with lock:
+                        if issued >= args.requests:
+                            return
+                        issued += 1
+                    started = time.perf_counter()
+                    try:
+                        status = client.post(url + "/sdapi/v1/img2img", json=payload).status_code
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    elapsed = time.perf_counter() - started
+                    with lock:
+                        latencies.append(elapsed)
+                        statuses[status] += 1
+
+        began = time.perf_counter()
+        threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(args.duration + 130)
+        wall = time.perf_counter() - began
+        after = rss_mb(pid)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(60)
+        if folder is not None:
+            folder.cleanup()
+
+    ok = statuses.get(200, 0)
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+    print(f"requests: {len(latencies)} in {wall:.1f} s with {args.clients} clients "
+          f"({args.steps} steps, {args.size}x{args.size})")
+    print(f"throughput: {ok / wall:.2f} ok req/s ({len(latencies) / wall:.2f} req/s all)")
+    print(f"latency: p50 {pct(50) * 1000:.0f} ms, p99 {pct(99) * 1000:.0f} ms, "
+          f"mean {statistics.fmean(ordered) * 1000 if ordered else float('nan'):.0f} ms")
+    print("status counts: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str)))
+    if before is not None:
+        print(f"server RSS: {before:.0f} MB before, {after:.0f} MB after ({after - before:+.0f} MB)")
+    else:
+        print("server RSS: unknown (pass --server-pid or --spawn-tiny)")
+
+
+if __name__ == "__main__":
+    main()
