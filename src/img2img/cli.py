@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from . import cli_options as opt
 from .errors import ImageError, Img2ImgError, InvalidRequest, OutputError
 from .images import DEFAULT_MAX_PIXELS
 
@@ -36,36 +37,33 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show a traceback on
 @app.command()
 def run(
     images: list[Path] = typer.Argument(..., help="Input image file(s).", show_default=False),
-    prompt: str | None = typer.Option(None, "--prompt", "-p", help="What the result should show."),
-    negative_prompt: str | None = typer.Option(None, "--negative-prompt", "-n", help="What to avoid."),
-    strength: float | None = typer.Option(None, help="How far from the input, 0-1. (default: 0.75)"),
-    steps: int | None = typer.Option(None, help="Sampling steps; steps x strength are run. (default: model's)"),
-    cfg_scale: float | None = typer.Option(None, "--cfg-scale", help="Prompt adherence. (default: model's)"),
+    prompt: opt.Prompt = None,
+    negative_prompt: opt.NegativePrompt = None,
+    strength: opt.Strength = None,
+    steps: opt.Steps = None,
+    cfg_scale: opt.CfgScale = None,
     seed: int | None = typer.Option(None, help="Seed; a batch uses seed, seed+1, ... (default: random)"),
-    sampler: str | None = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
-    scheduler: str | None = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
-    model_config: str | None = typer.Option(None, "--model-config", metavar="FOLDER",
-                                            help="Diffusers folder of the same family as a .safetensors --model, "
-                                                 "for its configs (needed offline until they are cached)."),
-    width: int | None = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
-    height: int | None = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
-    resize_mode: str | None = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
-    keep_size: bool = typer.Option(False, "--keep-size", help="Resize the result back to the input's size."),
+    sampler: opt.Sampler = None,
+    scheduler: opt.Scheduler = None,
+    model: opt.Model = None,
+    model_config: opt.ModelConfig = None,
+    width: opt.Width = None,
+    height: opt.Height = None,
+    resize_mode: opt.ResizeMode = None,
+    keep_size: opt.KeepSize = False,
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
-    fmt: str | None = typer.Option(None, "--format", help="png, jpeg or webp. (default: png)"),
-    device: str | None = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
-    dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
+    fmt: opt.Format = None,
+    device: opt.Device = None,
+    dtype: opt.Dtype = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     params_from: Path | None = typer.Option(None, "--params-from",
                                                help="Take parameters from an earlier output; flags win."),
-    background: str | None = typer.Option(None, help="Colour behind transparent pixels. (default: white)"),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger input images."),
-    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
-    allow_unsafe_checkpoint: bool = typer.Option(False, "--allow-unsafe-checkpoint",
-                                                 help="Allow pickle .ckpt/.bin checkpoints (can run code)."),
+    background: opt.Background = None,
+    max_pixels: opt.MaxPixels = None,
+    no_safety_checker: opt.NoSafetyChecker = False,
+    allow_unsafe_checkpoint: opt.AllowUnsafeCheckpoint = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output paths."),
 ):
     """Transform IMAGE(s) with a prompt and save the results with their parameters."""
@@ -94,7 +92,8 @@ def run(
         raise InvalidRequest("use either --output or --output-dir, not both")
     request = Request(**fields)
     engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
-                    allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels, config=model_config)
+                    allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                    config=model_config)
     if model_config is not None and engine.source.kind != "file":
         raise InvalidRequest("--model-config is only used with a single-file .safetensors --model")
     request = engine.prepare(request)  # fail on bad parameters before any model loads

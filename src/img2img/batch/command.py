@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from .. import cli_options as opt
+
 ENGINES = ("local", "ray")
 
 
@@ -22,32 +24,29 @@ def batch(
                                            "strength, seed, output.", show_default=False),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Output folder; results.jsonl goes here.",
                                     show_default=False),
-    prompt: str | None = typer.Option(None, "--prompt", "-p", help="What the results should show "
-                                                                      "(a manifest's prompt column wins)."),
-    negative_prompt: str | None = typer.Option(None, "--negative-prompt", "-n", help="What to avoid."),
-    strength: float | None = typer.Option(None, help="How far from the input, 0-1. (default: 0.75)"),
-    steps: int | None = typer.Option(None, help="Sampling steps; steps x strength are run. (default: model's)"),
-    cfg_scale: float | None = typer.Option(None, "--cfg-scale", help="Prompt adherence. (default: model's)"),
+    prompt: opt.Prompt = None,  # a manifest's prompt column wins
+    negative_prompt: opt.NegativePrompt = None,
+    strength: opt.Strength = None,
+    steps: opt.Steps = None,
+    cfg_scale: opt.CfgScale = None,
     seed: int | None = typer.Option(None, help="Base seed; each item's seed is derived from it and the item's "
                                                   "name (see docs/batch.md). (default: random, kept in the log)"),
-    sampler: str | None = typer.Option(None, help="A1111 sampler name, see `img2img samplers`."),
-    scheduler: str | None = typer.Option(None, help="Schedule type: Automatic, Karras, Exponential, ..."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .safetensors."),
-    width: int | None = typer.Option(None, help="Output width (multiple of 8). (default: from input)"),
-    height: int | None = typer.Option(None, help="Output height (multiple of 8). (default: from input)"),
-    resize_mode: str | None = typer.Option(None, "--resize-mode", help="stretch, crop or fill. (default: crop)"),
-    keep_size: bool = typer.Option(False, "--keep-size", help="Resize each result back to its input's size."),
+    sampler: opt.Sampler = None,
+    scheduler: opt.Scheduler = None,
+    model: opt.Model = None,
+    width: opt.Width = None,
+    height: opt.Height = None,
+    resize_mode: opt.ResizeMode = None,
+    keep_size: opt.KeepSize = False,
     images_per_input: int | None = typer.Option(None, "--images-per-input",
                                                    help="Images generated per input. (default: 1)"),
-    fmt: str | None = typer.Option(None, "--format", help="png, jpeg or webp. (default: png)"),
-    device: str | None = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
-    dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
-    background: str | None = typer.Option(None, help="Colour behind transparent pixels. (default: white)"),
-    max_pixels: int | None = typer.Option(None, "--max-pixels",
-                                             help="Inputs larger than this fail. (default: 100,000,000)"),
-    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
-    allow_unsafe_checkpoint: bool = typer.Option(False, "--allow-unsafe-checkpoint",
-                                                 help="Allow pickle .ckpt/.bin checkpoints (can run code)."),
+    fmt: opt.Format = None,
+    device: opt.Device = None,
+    dtype: opt.Dtype = None,
+    background: opt.Background = None,
+    max_pixels: opt.MaxPixels = None,
+    no_safety_checker: opt.NoSafetyChecker = False,
+    allow_unsafe_checkpoint: opt.AllowUnsafeCheckpoint = False,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include images in subfolders of SOURCE."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist but are not "
                                                               "logged as done (done items are always skipped)."),
