@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -70,7 +70,7 @@ def router(service: Service) -> APIRouter:
         outcome = await await_job(http, service, lambda job: service.generate(job, slot, prepared, data),
                                   label=slot.name)
         if not outcome.results:
-            raise InvalidRequest("the job was interrupted before an image was finished", "interrupt")
+            raise HTTPException(409, "the job was interrupted before an image was finished")
         result = outcome.results[0]
         if fmt == "png":
             png = await run_in_threadpool(encode_image, result.images[0], "PNG", result.infotexts[0])
