@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, whatever the caller's environment says
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
+
+# Servers and UIs started by tests keep their history here, never in the user's data folder.
+os.environ["IMG2IMG_HISTORY_DIR"] = tempfile.mkdtemp(prefix="img2img-test-history-")
 
 from img2img import models  # noqa: E402
 from img2img.testing import build_tiny_sd, build_tiny_sdxl, make_photo  # noqa: E402

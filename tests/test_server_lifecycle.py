@@ -43,7 +43,7 @@ def hold_worker(service):
 
 @pytest.fixture(scope="module")
 def server(tiny_sd):
-    with ServerThread(ServerConfig(models=[str(tiny_sd)], device="cpu", max_queue=1, preload=False)) as running:
+    with ServerThread(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, max_queue=1, preload=False)) as running:
         yield running
 
 

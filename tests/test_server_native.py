@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def client(tiny_sd):
-    config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, max_pixels=200 * 200)
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, max_pixels=200 * 200)
     with TestClient(create_app(config)) as test_client:
         yield test_client
 

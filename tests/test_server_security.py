@@ -23,7 +23,7 @@ def basic(user, password):
 
 @pytest.fixture(scope="module")
 def locked(tiny_sd):
-    config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, api_keys=["s3cret-key"],
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, api_keys=["s3cret-key"],
                           api_auth=[("alice", "wonder:land")])
     with TestClient(create_app(config)) as client:
         yield client
@@ -31,7 +31,7 @@ def locked(tiny_sd):
 
 @pytest.fixture(scope="module")
 def open_client(tiny_sd):
-    with TestClient(create_app(ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False)),
+    with TestClient(create_app(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False)),
                     raise_server_exceptions=False) as client:
         yield client
 
@@ -75,7 +75,7 @@ def test_auth_off_by_default_and_docs_served(open_client):
 def test_cors_is_off_unless_configured(open_client, tiny_sd):
     response = open_client.get("/v1/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in response.headers
-    config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, api_keys=["k"],
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, api_keys=["k"],
                           cors_origins=["https://app.example"])
     with TestClient(create_app(config)) as client:
         preflight = client.options("/v1/health", headers={"Origin": "https://app.example",
@@ -98,7 +98,7 @@ def test_unexpected_errors_are_json_500_and_logged(open_client, monkeypatch):
 
 
 def test_declared_content_length_over_the_limit_is_refused_at_once(tiny_sd):
-    config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, max_body_mb=0.001)
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, max_body_mb=0.001)
     with TestClient(create_app(config)) as client:
         response = client.post("/sdapi/v1/png-info", json={"image": "A" * 5000})
         assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
@@ -142,7 +142,7 @@ def test_command_module_imports_nothing_heavy():
 
 
 def test_webuiapi_with_basic_auth_on_a_real_server(tiny_sd):
-    config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, api_auth=[("alice", "pw")])
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, api_auth=[("alice", "pw")])
     with ServerThread(config) as server:
         assert httpx.get(server.url + "/sdapi/v1/sd-models").status_code == 401
         api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, username="alice", password="pw")

@@ -49,7 +49,7 @@ FIELD_TABLE: dict[str, str] = {
     "script_name": "rejected unless empty", "script_args": "rejected unless empty",
     "alwayson_scripts": "rejected unless empty", "refiner_checkpoint": "rejected unless empty",
     "firstpass_image": "rejected unless empty (txt2img only)",
-    "save_images": "rejected unless false: this server never writes files",
+    "save_images": "accepted: true keeps the outputs in the server's history (shown in the web UI)",
     "eta": "rejected unless null or 1", "s_churn": "rejected unless 0", "s_tmin": "rejected unless 0",
     "s_tmax": "rejected unless null, 0 or inf", "s_noise": "rejected unless 1", "s_min_uncond": "rejected unless 0",
     "initial_noise_multiplier": "rejected unless null or 1",
@@ -158,7 +158,6 @@ def _rejections(p: Img2ImgPayload) -> list[tuple[str, str]]:
         ("refiner_checkpoint", _empty(p.refiner_checkpoint) or p.refiner_checkpoint == "None",
          "a refiner checkpoint is not supported"),
         ("firstpass_image", _empty(p.firstpass_image), "firstpass_image is a txt2img hires-fix field"),
-        ("save_images", not p.save_images, "this server never writes files; save the returned images yourself"),
         ("eta", p.eta is None or p.eta == 1, "only eta 1 (the default) is supported"),
         ("s_churn", p.s_churn == 0, "only s_churn 0 is supported"),
         ("s_tmin", p.s_tmin == 0, "only s_tmin 0 is supported"),
@@ -366,6 +365,8 @@ def router(service):
             lambda job: service.generate(job, slot, prepared, translated.image, translated.parts),
             label=slot.name)
         outcome.notices.extend(translated.notices)
+        if payload.save_images:  # A1111 saves to its outputs folder; we keep them in the history
+            await run_in_threadpool(service.record, outcome, "api")
         return await run_in_threadpool(response, payload, prepared, outcome, slot, translated.parts)
 
     @api.get("/sd-models")

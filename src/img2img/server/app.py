@@ -45,9 +45,27 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.auth_enabled:
         app.add_middleware(AuthMiddleware, config=config)
+    if config.ui:
+        _mount_ui(app, service)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "Retry-After"])
     return app
+
+
+def _mount_ui(app: FastAPI, service: Service) -> None:
+    """The Gradio UI at /, on the same queue; API routes were added first, so they keep their paths."""
+    try:
+        import gradio as gr
+    except ImportError:
+        log.warning("web UI off: it needs gradio (pip install 'img2img[ui]')")
+        return
+    from ..ui.blocks import build_ui, launch_options
+
+    history = service.history
+    blocks = build_ui(service, history)
+    options = launch_options(history)
+    gr.mount_gradio_app(app, blocks, path="/", allowed_paths=options["allowed_paths"], css=options["css"],
+                        footer_links=[], show_error=True)

@@ -37,9 +37,13 @@ def serve(
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
     shutdown_grace: float = typer.Option(30.0, "--shutdown-grace",
                                          help="Seconds the running job may finish after SIGTERM."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI at / (needs the ui extra)."),
+    history_dir: str | None = typer.Option(None, "--history-dir", envvar="IMG2IMG_HISTORY_DIR",
+                                           help="Where the web UI keeps past generations. (default: the user's "
+                                                "data folder, e.g. ~/.local/share/img2img)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ):
-    """Serve the A1111-compatible API (/sdapi/v1) and the native API (/v1); docs at /docs."""
+    """Serve the web UI (/), the A1111-compatible API (/sdapi/v1) and the native API (/v1); docs at /docs."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -55,7 +59,7 @@ def serve(
         models=specs, host=host, port=port, device=device, dtype=dtype, safety_checker=not no_safety_checker,
         api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
         max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
-        preload=preload, shutdown_grace=shutdown_grace,
+        preload=preload, shutdown_grace=shutdown_grace, ui=ui, history_dir=history_dir,
     ).validate()
     typer.echo(f"img2img server: http://{host}:{port} (docs at /docs); models: {', '.join(specs) or 'sd21-base'}; "
                f"auth: {'on' if config.auth_enabled else 'off'}; model loading: "

@@ -28,6 +28,8 @@ class ServerConfig:
     cors_origins: list[str] = field(default_factory=list)
     preload: bool = True  # load the current model in the background at start-up
     shutdown_grace: float = 30.0  # seconds the running job may finish after SIGTERM before it is interrupted
+    ui: bool = True  # serve the web UI at /
+    history_dir: str | None = None  # where kept outputs go (default: history.default_history_dir())
 
     @property
     def auth_enabled(self) -> bool:

@@ -40,6 +40,7 @@ def router(service: Service) -> APIRouter:
         keep_size: bool = Form(False),
         background: str = Form("white"),
         model: str | None = Form(None, description="One of GET /v1/models (default: the current one)."),
+        save: bool = Form(False, description="Also keep the results in the server's history (web UI)."),
         response_format: str | None = Form(None, description="png (the first image; default) or json (all images, "
                                            "base64). Without it, 'Accept: application/json' picks json."),
     ):
@@ -71,6 +72,8 @@ def router(service: Service) -> APIRouter:
                                   label=slot.name)
         if not outcome.results:
             raise HTTPException(409, "the job was interrupted before an image was finished")
+        if save:
+            await run_in_threadpool(service.record, outcome, "api")
         result = outcome.results[0]
         if fmt == "png":
             png = await run_in_threadpool(encode_image, result.images[0], "PNG", result.infotexts[0])

@@ -57,7 +57,7 @@ def run_server(config: ServerConfig, log_level: str = "info") -> None:
 class ServerThread:
     """A real uvicorn server on 127.0.0.1 with a free port, in a background thread.
 
-        with ServerThread(ServerConfig(models=[folder], device="cpu")) as server:
+        with ServerThread(ServerConfig(models=[folder], device="cpu", ui=False)) as server:
             httpx.get(server.url + "/v1/health")
     """
 

@@ -134,6 +134,32 @@ class Service:
         self.current = self.slots[0]
         self.queue = JobQueue(config.max_queue)
         self.started = time.time()
+        self._history = None
+        self._history_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- history
+    @property
+    def history(self):
+        """The store of kept outputs, opened on first use (so an API-only server creates no folder)."""
+        with self._history_lock:
+            if self._history is None:
+                from ..history import History
+
+                self._history = History(self.config.history_dir)
+                for notice in self._history.notices:
+                    log.warning("%s", notice)
+            return self._history
+
+    def record(self, outcome: Outcome, origin: str) -> list:
+        """Keep an outcome's images in the history. A full disk costs the copy, not the answer: it becomes a
+        notice on the outcome."""
+        from ..errors import OutputError
+
+        try:
+            return [entry for result in outcome.results for entry in self.history.add(result, origin=origin)]
+        except OutputError as exc:
+            outcome.notices.append(f"not kept in the history: {exc}")
+            return []
 
     # ---------------------------------------------------------------- models
     def find_model(self, wanted: str | None, field_name: str = "sd_model_checkpoint") -> ModelSlot:
