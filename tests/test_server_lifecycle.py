@@ -43,7 +43,8 @@ def hold_worker(service):
 
 @pytest.fixture(scope="module")
 def server(tiny_sd):
-    with ServerThread(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, max_queue=1, preload=False)) as running:
+    config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, max_queue=1, preload=False)
+    with ServerThread(config) as running:
         yield running
 
 
