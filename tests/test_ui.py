@@ -67,6 +67,20 @@ def test_api_results_kept_in_history_only_when_asked(ui_client, square_path):
     assert "Seed: 5," in read_infotext(entries[1].image) and entries[1].image.is_file()
 
 
+def test_launch_inline_runs_the_ui(tiny_sd, tmp_path):
+    import img2img.ui
+
+    port = free_port()
+    blocks = img2img.ui.launch(str(tiny_sd), device="cpu", history_dir=str(tmp_path), server_name="127.0.0.1",
+                               server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).json()
+        assert config["title"] == "img2img"
+        assert (tmp_path / "history.sqlite3").exists()
+    finally:
+        blocks.close()
+
+
 # ---------------------------------------------------------------------------------------------- browser
 
 
@@ -165,6 +179,21 @@ def test_browser_generate_download_and_history_after_restart(browser, tiny_sd, p
         page.locator("#steps input[type=number]").press("Enter")
         page.locator("#generate").click()
         page.wait_for_selector("text=gives 0 denoising steps")
+        page.locator("#steps input[type=number]").fill("25")
+        page.locator("#steps input[type=number]").press("Enter")
+        # bad input: a file that is no image, and an image over the server's pixel limit
+        not_an_image = tmp_path / "notes.png"
+        not_an_image.write_text("shopping list: eggs, milk")
+        page.locator("#input-image input[type=file]").set_input_files(str(not_an_image))
+        page.locator("#generate").click()
+        page.wait_for_selector("text=input image: not an image")
+        huge = tmp_path / "huge.png"
+        Image.new("L", (4200, 4200)).save(huge)  # 17.6 MP, over the default 16.7 MP limit; a small file
+        page.locator("#input-image input[type=file]").set_input_files(str(huge))
+        page.locator("#generate").click()
+        page.wait_for_selector("text=over this server's limit")
+        page.screenshot(path=str(ARTIFACTS / "ui-error.png"), full_page=True)
+        assert httpx.get(server.url + "/v1/health").json()["status"] == "ok"  # still serving
         page.close()
     finally:
         server.stop()

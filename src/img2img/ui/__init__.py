@@ -10,7 +10,8 @@ def launch(model: str | list[str] | None = None, *, device: str | None = None, d
            history_dir: str | None = None, **launch_kwargs):
     """Run the UI in this process (inline in Jupyter/Colab): `img2img.ui.launch(model="sd-turbo")`.
 
-    It uses its own job queue and the same history folder as `img2img serve`.
+    It uses its own job queue and the same history folder as `img2img serve`. Extra keyword arguments go to
+    gradio's Blocks.launch (server_port, share, ...).
     """
     from ..history import History
     from ..server.config import ServerConfig
@@ -23,4 +24,5 @@ def launch(model: str | list[str] | None = None, *, device: str | None = None, d
     blocks = build_ui(service, history)
     options = launch_options(history)
     options.update(launch_kwargs)
-    return blocks.launch(**options)
+    blocks.launch(**options)
+    return blocks  # blocks.close() stops it
