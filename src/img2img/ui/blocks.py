@@ -26,15 +26,13 @@ RESIZE_CHOICES = [("crop (keep aspect, cut edges)", "crop"), ("stretch", "stretc
 CSS = "#status {min-height: 2.5em} footer {display: none !important}"
 
 
-class OriginalImage(gr.Image):
-    """An image input that hands over the uploaded file untouched (gradio would decode and re-encode it):
-    img2img's own loader then applies EXIF orientation, alpha, 16-bit and pixel limits, and names a bad file
-    in a readable error instead of a preprocessing failure."""
-
-    is_template = True  # rendered by the frontend as a plain Image
-
-    def preprocess(self, payload):
-        return str(payload.path) if payload is not None and payload.path else None
+def keep_original_file(image: gr.Image) -> gr.Image:
+    """Make an image input hand over the uploaded file untouched (gradio would decode and re-encode it):
+    img2img's own loader then applies EXIF orientation, alpha, 16-bit and pixel limits, and names a bad
+    file in a readable error instead of a preprocessing failure. (An instance override: subclassing a
+    gradio component makes gradio write a .pyi file next to this module.)"""
+    image.preprocess = lambda payload: str(payload.path) if payload is not None and payload.path else None
+    return image
 
 
 def launch_options(history: History) -> dict:
@@ -61,9 +59,9 @@ def build_ui(service, history: History) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image_in = OriginalImage(label="Input image (upload, drop or paste)", type="filepath",
-                                             sources=["upload", "clipboard"], image_mode=None,
-                                             elem_id="input-image")
+                    image_in = keep_original_file(gr.Image(label="Input image (upload, drop or paste)",
+                                                           type="filepath", sources=["upload", "clipboard"],
+                                                           image_mode=None, elem_id="input-image"))
                     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                                         placeholder="a magical sunset over a mountain range")
                     negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt")
