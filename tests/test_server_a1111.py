@@ -4,11 +4,11 @@ import base64
 import io
 import json
 import threading
-import time
 
 import httpx
 import pytest
 import webuiapi
+from helpers import wait_for
 from PIL import Image
 
 from img2img.images import read_infotext
@@ -197,15 +197,6 @@ def test_malformed_json_is_422(server):
                           headers={"content-type": "application/json"})
     assert response.status_code == 422 and response.json()["error"] == "InvalidRequest"
 
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def in_thread(fn):

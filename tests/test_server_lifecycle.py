@@ -7,10 +7,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
+from helpers import wait_for
 
 from img2img.server.config import ServerConfig
 from img2img.server.runner import ServerThread
@@ -22,15 +22,6 @@ def payload(square_path, **fields):
     image = base64.b64encode(square_path.read_bytes()).decode()
     return {"prompt": "x", "init_images": [image], "steps": 4, "width": 64, "height": 64, **fields}
 
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def hold_worker(service):
