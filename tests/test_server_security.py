@@ -147,3 +147,12 @@ def test_webuiapi_with_basic_auth_on_a_real_server(tiny_sd):
         assert httpx.get(server.url + "/sdapi/v1/sd-models").status_code == 401
         api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, username="alice", password="pw")
         assert api.util_get_model_names()[0].startswith("tiny-sd")
+
+
+def test_websockets_need_auth_too(locked):
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with locked.websocket_connect("/anything"):
+            pass
+    assert refused.value.code == 1008

@@ -56,7 +56,7 @@ class AuthMiddleware:
         return ok
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         header = ""
         for name, value in scope.get("headers", []):
@@ -65,6 +65,8 @@ class AuthMiddleware:
                 break
         if self._authorized(header):
             return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":  # refuse the handshake: 1008 is "policy violation"
+            return await send({"type": "websocket.close", "code": 1008})
         challenge = b'Basic realm="img2img"' if self.pairs else b'Bearer realm="img2img"'
         ways = (["'Authorization: Bearer <api key>'"] if self.keys else []) + \
             (["HTTP Basic user:password"] if self.pairs else [])
