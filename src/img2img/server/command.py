@@ -61,7 +61,8 @@ def serve(
         max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
         preload=preload, shutdown_grace=shutdown_grace, ui=ui, history_dir=history_dir,
     ).validate()
-    typer.echo(f"img2img server: http://{host}:{port} (docs at /docs); models: {', '.join(specs) or 'sd21-base'}; "
+    where = f"web UI at http://{host}:{port}/, API docs at /docs" if ui else f"http://{host}:{port} (docs at /docs)"
+    typer.echo(f"img2img server: {where}; models: {', '.join(specs) or 'sd21-base'}; "
                f"auth: {'on' if config.auth_enabled else 'off'}; model loading: "
                f"{'in the background now' if preload else 'on first use'}", err=True)
     run_server(config, log_level=log_level)
