@@ -174,6 +174,13 @@ def test_browser_generate_download_and_history_after_restart(browser, tiny_sd, p
         assert text.startswith("a lighthouse in a storm") and "Seed: 1234," in text
         assert "Denoising strength: 0.6," in text
 
+        # the parameters drop zone fills the form from an earlier output
+        page.locator("#prompt textarea").fill("")
+        page.locator("#seed input").fill("-1")
+        page.locator("#params-drop input[type=file]").set_input_files(str(downloaded))
+        page.wait_for_function("document.querySelector('#prompt textarea').value === 'a lighthouse in a storm'")
+        assert page.locator("#seed input").input_value() == "1234"
+
         # bad input: zero denoising steps is refused with a readable message in the page
         page.locator("#steps input[type=number]").fill("1")
         page.locator("#steps input[type=number]").press("Enter")
