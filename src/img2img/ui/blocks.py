@@ -19,6 +19,7 @@ from ..images import read_infotext
 from ..infotext import fields_from_infotext
 from ..request import Request, effective_steps
 from ..schedulers import SAMPLERS, SCHEDULES
+from ..server.jobs import QueueFull, ShuttingDown
 
 POLL_SECONDS = 0.25
 RESIZE_CHOICES = [("crop (keep aspect, cut edges)", "crop"), ("stretch", "stretch"),
@@ -134,17 +135,16 @@ def build_ui(service, history: History) -> gr.Blocks:
                 request = Request(prompt=prompt_ or "", negative_prompt=negative_ or "", strength=float(strength_),
                                   steps=int(steps_), cfg_scale=float(cfg_), sampler=sampler_, scheduler=schedule_,
                                   seed=None if seed_ is None or int(seed_) < 0 else int(seed_),
-                                  width=int(width_) or None, height=int(height_) or None, resize_mode=mode_,
+                                  width=int(width_ or 0) or None, height=int(height_ or 0) or None, resize_mode=mode_,
                                   batch_size=int(batch_))
                 service.check_image(data, "input image")
                 request, _ = service.prepare(slot, request)
                 job = service.queue.submit(lambda job: service.generate(job, slot, request, data), label=slot.name)
-            except Img2ImgError as exc:
+            except (Img2ImgError, QueueFull, ShuttingDown) as exc:
                 raise gr.Error(str(exc)) from None
-            except Exception as exc:  # queue full, shutting down
-                raise gr.Error(str(exc)) from None
+            # prepare() has fixed the seed (a random one if none was asked for), so "reuse last" can use it now
             yield (f"queued ({service.queue.depth} in queue)…", gr.update(visible=False), gr.update(), gr.update(),
-                   gr.update(), last_seed_value(request))
+                   gr.update(), request.seed)
             while not job.future.done():
                 progress = job.progress
                 if progress.started and progress.total:
@@ -173,9 +173,6 @@ def build_ui(service, history: History) -> gr.Blocks:
             paths = [str(entry.image) for entry in entries]
             yield ("  \n".join(lines), gr.update(visible=False), paths, (image_path, paths[0]), paths[0],
                    entries[0].seed)
-
-        def last_seed_value(request):
-            return gr.update() if request.seed is None else request.seed
 
         generate.click(run, [image_in, prompt, negative, strength, steps, cfg, seed, sampler, schedule, model, width,
                              height, resize_mode, batch_size],
