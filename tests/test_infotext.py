@@ -1,4 +1,10 @@
-from img2img.infotext import fields_from_infotext, format_infotext, parse_infotext
+import random
+import re
+
+import pytest
+
+from img2img.errors import InvalidRequest
+from img2img.infotext import MAX_INFOTEXT_CHARS, _param_pairs, fields_from_infotext, format_infotext, parse_infotext
 
 A1111_SAMPLE = (
     "a castle, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
@@ -41,3 +47,33 @@ def test_fields_from_infotext():
     assert (fields["width"], fields["height"]) == (512, 768)
     assert fields["strength"] == 0.75 and fields["sampler"] == "DPM++ 2M" and fields["scheduler"] == "Karras"
     assert fields["model"] == "v1-5-pruned-emaonly" and fields["model_hash"] == "6ce0161689"
+
+
+# The parameter line's grammar, as a regular expression: clear, but quadratic on hostile lines, so the
+# parser is a one-pass scanner instead. They must agree.
+PARAM_GRAMMAR = re.compile(r'\s*([\w][\w \-/+.()]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def test_scanner_agrees_with_the_grammar_on_random_lines():
+    rng = random.Random(7)
+    alphabet = 'ab :,"\\ -(é_1\t'
+    for _ in range(30_000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert _param_pairs(line) == PARAM_GRAMMAR.findall(line), repr(line)
+    assert _param_pairs(A1111_SAMPLE.split("\n")[-1]) == PARAM_GRAMMAR.findall(A1111_SAMPLE.split("\n")[-1])
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("line", ["a" * 65_000, "a " * 32_000, 'k:"a, ' * 10_000, "k: v, " * 10_000,
+                                  "key" + ' x' * 30_000 + ": 1"])
+def test_hostile_lines_parse_in_one_pass(line):
+    """Lines on which a backtracking regular expression takes quadratic time (20 KB: seconds, 64 KB: ~20 s)."""
+    prompt, _, params = parse_infotext(line)
+    assert params or prompt == line.strip()
+
+
+def test_infotext_over_the_limit_is_refused():
+    parse_infotext("x" * MAX_INFOTEXT_CHARS)
+    with pytest.raises(InvalidRequest, match="infotext is 65,537 characters long; the limit is 65,536") as info:
+        parse_infotext("x" * (MAX_INFOTEXT_CHARS + 1))
+    assert info.value.field == "infotext"

@@ -1,7 +1,7 @@
 import pytest
 
 from img2img import InvalidRequest, Request
-from img2img.request import effective_steps
+from img2img.request import MAX_PROMPT_CHARS, effective_steps
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,14 @@ def test_effective_steps(steps, strength, expected):
         ({"background": "no-such-colour"}, "background", "background must be a colour"),
         ({"prompt": None}, "prompt", "prompt must be a str"),
         ({"steps": 10, "strength": 0.05}, "strength", "gives 0 denoising steps; raise steps to at least 20"),
+        ({"steps": 25, "strength": 0.0021}, "strength", "raise steps to at least 477 or"),
+        # a strength so small that no step count helps: answered at once, not by counting up to ~1e300
+        ({"steps": 25, "strength": 1e-300}, "strength", "even 500 steps give none, so raise strength"),
+        ({"steps": 25, "strength": 5e-324}, "strength", "raise strength to at least 0.002"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt", "prompt is 10,001 characters long; the limit is 10,000"),
+        ({"negative_prompt": "y" * 15_000_000}, "negative_prompt", "negative_prompt is 15,000,000 characters long"),
+        ({"prompt": "ok \ud800"}, "prompt", "prompt is not valid Unicode: character 4 is an unpaired surrogate"),
+        ({"negative_prompt": "\udfff"}, "negative_prompt", "not valid Unicode"),
     ],
 )
 def test_validation_names_field_and_value(changes, field, message):
@@ -38,6 +46,20 @@ def test_validation_names_field_and_value(changes, field, message):
                        .replace("[", r"\[").replace("]", r"\]")) as info:
         request.validate()
     assert info.value.field == field
+
+
+def test_min_steps_agrees_with_counting_up():
+    from img2img.request import MAX_STEPS, _min_steps
+
+    for strength in [i / 1000 for i in range(1, 1001)] + [1 / 3, 2 / 3, 0.0019999, 1e-300]:
+        counted = next((n for n in range(1, MAX_STEPS + 1) if effective_steps(n, strength) >= 1), None)
+        assert _min_steps(strength) == counted, strength
+
+
+def test_prompts_at_the_limit_pass():
+    long = "a cat, " * (MAX_PROMPT_CHARS // 7) + "x" * (MAX_PROMPT_CHARS % 7)
+    assert len(long) == MAX_PROMPT_CHARS
+    assert Request(prompt=long, negative_prompt=long, steps=4).validate().prompt == long
 
 
 def test_valid_request_passes():

@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import json
-import re
 
-# Key: value pairs; a value is either JSON-quoted or runs to the next comma.
-_PARAM = re.compile(r'\s*([\w][\w \-/+.()]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+from .errors import InvalidRequest
+
 _MIN_PARAMS = 3  # a last line with fewer pairs is part of the prompt, as in A1111
+# Two prompts at their limit (request.MAX_PROMPT_CHARS) plus a long parameter line fit with room to spare;
+# anything longer is no infotext this program or A1111 writes.
+MAX_INFOTEXT_CHARS = 65_536
+_KEY_EXTRA = frozenset(" -/+.()")  # besides letters, digits and "_", what a key may contain
 
 
 def _quote(value: str) -> str:
@@ -34,11 +37,71 @@ def format_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
     return "\n".join(lines)
 
 
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _closing_quote(line: str, start: int) -> int:
+    """Index of the quote that ends the JSON string opening at `start` (backslash escapes skipped), or -1."""
+    i = start + 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+        elif line[i] == '"':
+            return i
+        else:
+            i += 1
+    return -1
+
+
+def _param_pairs(line: str) -> list[tuple[str, str]]:
+    """The `Key: value` pairs of a parameter line, left to right, in one pass (linear time on any input).
+
+    A key is a word character followed by letters, digits, spaces and -/+.(); text before it that cannot be
+    part of a key is skipped. A value is a JSON string when it is quoted and the quote closes right before a
+    comma or the end of the line; otherwise it runs to the next comma.
+    """
+    pairs: list[tuple[str, str]] = []
+    i, end = 0, len(line)
+    while i < end:
+        colon = line.find(":", i)
+        if colon < 0:
+            break
+        key_start = colon  # walk back over key characters, then forward to the first word character
+        while key_start > i and (_is_word(line[key_start - 1]) or line[key_start - 1] in _KEY_EXTRA):
+            key_start -= 1
+        while key_start < colon and not _is_word(line[key_start]):
+            key_start += 1
+        if key_start == colon:  # no key before this colon: look for one before the next
+            i = colon + 1
+            continue
+        value_start = colon + 1
+        while value_start < end and line[value_start].isspace():
+            value_start += 1
+        if value_start < end and line[value_start] == '"':
+            close = _closing_quote(line, value_start)
+            if close >= 0 and (close + 1 == end or line[close + 1] == ","):
+                pairs.append((line[key_start:colon], line[value_start:close + 1]))
+                i = close + 2
+                continue
+        comma = line.find(",", value_start)
+        value_end = end if comma < 0 else comma
+        pairs.append((line[key_start:colon], line[value_start:value_end]))
+        i = value_end + 1
+    return pairs
+
+
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
-    """(prompt, negative prompt, params) with params as strings, JSON-quoted values unquoted."""
+    """(prompt, negative prompt, params) with params as strings, JSON-quoted values unquoted.
+
+    Raises InvalidRequest for a text over MAX_INFOTEXT_CHARS characters.
+    """
+    if len(text) > MAX_INFOTEXT_CHARS:
+        raise InvalidRequest(f"infotext is {len(text):,} characters long; the limit is {MAX_INFOTEXT_CHARS:,} "
+                             "characters", "infotext")
     lines = text.strip().split("\n")
     params: dict[str, str] = {}
-    matches = _PARAM.findall(lines[-1]) if lines else []
+    matches = _param_pairs(lines[-1]) if lines else []
     if len(matches) >= _MIN_PARAMS:
         lines = lines[:-1]
         for key, value in matches:
@@ -65,8 +128,6 @@ def _number(params: dict, key: str, kind):
     try:
         return kind(params[key])
     except (TypeError, ValueError):
-        from .errors import InvalidRequest
-
         raise InvalidRequest(f"stored parameters: {key} is {params[key]!r}, not a {kind.__name__}", key) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,9 @@ MAX_SIDE = 4096
 MIN_SIDE = 8  # automatic sizes can be small for extreme aspect ratios; the grid is the real limit
 MAX_STEPS = 500
 MAX_BATCH = 64
+# Generous: long A1111-style prompts run to a few thousand characters. The cap keeps a hostile prompt from
+# costing minutes of tokenizing and gigabytes of memory.
+MAX_PROMPT_CHARS = 10_000
 
 
 def effective_steps(steps: int, strength: float) -> int:
@@ -63,8 +67,8 @@ class Request:
 
     def validate(self) -> Request:
         """Raise InvalidRequest naming the field and the value; return self when all is well."""
-        _check_type("prompt", self.prompt, str)
-        _check_type("negative_prompt", self.negative_prompt, str)
+        _check_text("prompt", self.prompt)
+        _check_text("negative_prompt", self.negative_prompt)
         _check_number("strength", self.strength, 0.0, 1.0, low_open=True)
         if self.steps is not None:
             _check_int("steps", self.steps, 1, MAX_STEPS)
@@ -87,19 +91,39 @@ class Request:
         _check_type("keep_size", self.keep_size, bool)
         _check_colour(self.background)
         if self.steps is not None and self.effective_steps < 1:
-            raise InvalidRequest(
-                f"steps x strength = {self.steps} x {self.strength:g} gives {self.effective_steps} denoising "
-                f"steps; raise steps to at least {_min_steps(self.strength)} or raise strength",
-                "strength",
-            )
+            fewest = _min_steps(self.strength)
+            advice = (f"raise steps to at least {fewest} or raise strength" if fewest is not None else
+                      f"even {MAX_STEPS} steps give none, so raise strength to at least {1 / MAX_STEPS:g}")
+            raise InvalidRequest(f"steps x strength = {self.steps} x {self.strength:g} gives {self.effective_steps} "
+                                 f"denoising steps; {advice}", "strength")
         return self
 
 
-def _min_steps(strength: float) -> int:
-    steps = 1
+def _min_steps(strength: float) -> int | None:
+    """The fewest steps that give one denoising step at this strength, or None if even MAX_STEPS do not.
+
+    Closed form (about 1 / strength), corrected for float rounding by at most a step or two either way.
+    """
+    if effective_steps(MAX_STEPS, strength) < 1:
+        return None
+    steps = min(MAX_STEPS, max(1, math.ceil(1 / strength)))
     while effective_steps(steps, strength) < 1:
         steps += 1
+    while steps > 1 and effective_steps(steps - 1, strength) >= 1:
+        steps -= 1
     return steps
+
+
+def _check_text(name: str, value) -> None:
+    _check_type(name, value, str)
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"{name} is {len(value):,} characters long; the limit is {MAX_PROMPT_CHARS:,} characters",
+                             name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from JSON "\ud800": no text encoder can take it
+        raise InvalidRequest(f"{name} is not valid Unicode: character {exc.start + 1} is an unpaired surrogate",
+                             name) from None
 
 
 def _check_type(name: str, value, kind) -> None:
