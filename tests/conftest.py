@@ -32,6 +32,12 @@ def tiny_sdxl(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sd_inpainting(tmp_path_factory):
+    """A tiny dedicated inpainting model: 9-channel UNet."""
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpainting", inpainting=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_flagging(tmp_path_factory):
     """A tiny model whose safety checker flags every image."""
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-checker", safety_checker=True,

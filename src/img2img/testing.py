@@ -73,19 +73,21 @@ def _scheduler(turbo: bool = False):
 
 
 def build_tiny_sd(folder: str | Path, *, seed: int = 0, safety_checker: bool = False,
-                  flag_everything: bool = False) -> Path:
+                  flag_everything: bool = False, inpainting: bool = False) -> Path:
     """A tiny SD 1/2-family model folder (native size 64 px), loadable with --model FOLDER.
 
     safety_checker adds a (random) checker like SD 1.5's; flag_everything makes it flag every image.
+    inpainting makes a dedicated inpainting model, as SD 1.5 inpainting is: a UNet with 9 input channels
+    (latents, mask, masked-image latents), saved as a StableDiffusionInpaintPipeline.
     """
     import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
-                                in_channels=4, out_channels=4, cross_attention_dim=32,
+                                in_channels=9 if inpainting else 4, out_channels=4, cross_attention_dim=32,
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32)
     vae = _vae()
@@ -99,9 +101,10 @@ def build_tiny_sd(folder: str | Path, *, seed: int = 0, safety_checker: bool = F
         checker, extractor = _safety_checker()
         if flag_everything:  # a concept "fires" when cosine similarity exceeds its threshold; -2 < any cosine
             checker.concept_embeds_weights.data.fill_(-2.0)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=_scheduler(), safety_checker=checker, feature_extractor=extractor,
-                                   requires_safety_checker=safety_checker)
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipe = pipeline_class(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                          scheduler=_scheduler(), safety_checker=checker, feature_extractor=extractor,
+                          requires_safety_checker=safety_checker)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     _remove_tree(tokenizer_dir)
     return folder
