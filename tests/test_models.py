@@ -132,3 +132,20 @@ def test_cache_reuses_and_evicts(tiny_sd, tiny_sdxl):
     assert cache.get(resolve_model(str(tiny_sd)), "cpu", "float32") is first
     cache.get(resolve_model(str(tiny_sdxl)), "cpu", "float32")
     assert [m.source.name for m in cache.loaded()] == ["tiny-sdxl"]
+
+
+def test_pipeline_modes_share_one_copy_of_the_weights(tiny_sd, tiny_sdxl):
+    for folder, expected in ((tiny_sd, "StableDiffusionInpaintPipeline"),
+                             (tiny_sdxl, "StableDiffusionXLInpaintPipeline")):
+        loaded = Engine(str(folder), device="cpu").load()
+        inpaint = loaded.pipeline("inpaint")
+        assert type(inpaint).__name__ == expected
+        assert all(getattr(inpaint, name) is getattr(loaded.pipe, name) for name in ("unet", "vae", "text_encoder"))
+        assert loaded.pipeline("inpaint") is inpaint  # made once
+        assert loaded.pipeline("img2img") is loaded.pipe and not loaded.is_inpainting
+    with pytest.raises(ValueError, match="unknown pipeline mode"):
+        loaded.pipeline("upscale")
+
+
+def test_a_nine_channel_unet_is_an_inpainting_model(tiny_sd_inpainting):
+    assert Engine(str(tiny_sd_inpainting), device="cpu").load().is_inpainting

@@ -136,6 +136,10 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
 # ---------------------------------------------------------------- loading
 
 
+# Pipeline modes: diffusers' auto classes map any SD-family pipeline to the one for the mode.
+MODES = {"img2img": "AutoPipelineForImage2Image", "inpaint": "AutoPipelineForInpainting"}
+
+
 @dataclass
 class LoadedModel:
     pipe: Any  # a diffusers image-to-image pipeline
@@ -145,10 +149,33 @@ class LoadedModel:
     native: int  # native resolution in pixels (UNet sample size x VAE scale)
     model_hash: str | None
     notices: list[str] = field(default_factory=list)
+    _modes: dict = field(default_factory=dict, repr=False)
+    _modes_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def pipeline(self, mode: str = "img2img"):
+        """The pipeline for a mode, made once from this model's components with from_pipe: every mode
+        shares one copy of the weights. Callers copy it before changing anything (scheduler, processors)."""
+        if mode not in MODES:
+            raise ValueError(f"unknown pipeline mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode == "img2img":
+            return self.pipe
+        with self._modes_lock:
+            if mode not in self._modes:
+                import diffusers
+
+                pipe = getattr(diffusers, MODES[mode]).from_pipe(self.pipe)
+                pipe.set_progress_bar_config(disable=True)
+                self._modes[mode] = pipe
+            return self._modes[mode]
 
     @property
     def is_xl(self) -> bool:
         return "XL" in type(self.pipe).__name__
+
+    @property
+    def is_inpainting(self) -> bool:
+        """A dedicated inpainting model: its UNet also takes the mask and the masked image (9 channels)."""
+        return self.pipe.unet.config.in_channels == 9
 
     @property
     def has_safety_checker(self) -> bool:
