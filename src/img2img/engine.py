@@ -100,11 +100,16 @@ class Engine:
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same noise on every device
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
-            # 7. denoise
+            # 7. prompts: A1111 syntax -> text embeddings for every denoising step
+            conditioning = _conditioning(pipe, request)
+            # 8. denoise, switching embeddings where the prompt schedule says so
             last: dict[str, Any] = {}
 
             def step_end(pipeline, index, timestep, tensors):
                 last["latents"] = tensors["latents"]
+                if conditioning.key(index + 1) != conditioning.key(index):
+                    tensors.update(conditioning.step_tensors(index + 1, request.batch_size,
+                                                             pipeline.do_classifier_free_guidance))
                 if on_step is not None:
                     on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
                 if self._cancel.is_set():
@@ -112,8 +117,7 @@ class Engine:
                 return tensors
 
             output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
+                **conditioning.pipeline_kwargs(0),
                 image=prepared,
                 strength=request.strength,
                 num_inference_steps=request.steps,
@@ -122,10 +126,11 @@ class Engine:
                 generator=generators[0] if len(generators) == 1 else generators,
                 output_type="np",
                 callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=["latents", *conditioning.step_tensor_names],
             )
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
-            # 8. half-precision VAEs can overflow to NaN (a black image): decode again in float32
+            # 9. half-precision VAEs can overflow to NaN (a black image): decode again in float32
             if np.isnan(pixels).any() and "latents" in last:
                 pixels, nsfw = _decode_in_float32(pipe, last["latents"], nsfw)
                 notices.append("the VAE overflowed in half precision; decoded again in float32")
@@ -137,7 +142,7 @@ class Engine:
             if flagged:
                 notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
                                "safety checker; pass --no-safety-checker to disable it")
-        # 9. optional resize back to the input's size, then metadata
+        # 10. optional resize back to the input's size, then metadata
         if request.keep_size and images[0].size != loaded_image.original_size:
             from PIL import Image
 
@@ -151,6 +156,14 @@ class Engine:
                       model=model.source.name, device=self.device, dtype=self.dtype, width=width, height=height,
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
                       seconds=time.perf_counter() - started)
+
+
+def _conditioning(pipe, request: Request):
+    from .conditioning import Conditioning, PromptEncoder
+
+    encoder = PromptEncoder(pipe)
+    return Conditioning(encoder, request.prompt, request.negative_prompt, request.steps,
+                        zero_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)))
 
 
 def _params(request: Request, seed: int, width: int, height: int, model: LoadedModel, digest: str) -> dict:
