@@ -15,7 +15,14 @@ import pytest  # noqa: E402
 os.environ["IMG2IMG_HISTORY_DIR"] = tempfile.mkdtemp(prefix="img2img-test-history-")
 
 from img2img import models  # noqa: E402
-from img2img.testing import build_tiny_sd, build_tiny_sdxl, make_photo  # noqa: E402
+from img2img.testing import (  # noqa: E402
+    build_embedding,
+    build_lora_kohya,
+    build_lora_peft,
+    build_tiny_sd,
+    build_tiny_sdxl,
+    make_photo,
+)
 
 # Tests switch between several tiny models; users keep the default capacity of one.
 models.CACHE.capacity = 4
@@ -65,3 +72,19 @@ def engine(tiny_sd):
     from img2img import Engine
 
     return Engine(str(tiny_sd), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def folders(tiny_sd, tiny_sdxl, tmp_path_factory):
+    """loras/ (kohya, PEFT in a subfolder, an SDXL-only one, a pickle), embeddings/ (SD x2, SDXL), styles.csv."""
+    root = tmp_path_factory.mktemp("networks")
+    build_lora_kohya(tiny_sd, root / "loras" / "kohya.safetensors")
+    build_lora_peft(tiny_sd, root / "loras" / "styles" / "peft.safetensors")
+    build_lora_kohya(tiny_sdxl, root / "loras" / "xl-only.safetensors", seed=3)
+    (root / "loras" / "old.pt").write_bytes(b"not read")
+    build_embedding(tiny_sd, root / "embeddings" / "fuzzy.safetensors", vectors=3)
+    build_embedding(tiny_sd, root / "embeddings" / "legacy.safetensors", layout="string_to_param", seed=2)
+    build_embedding(tiny_sdxl, root / "embeddings" / "xlemb.safetensors", layout="sdxl", seed=4)
+    (root / "styles.csv").write_text('name,prompt,negative_prompt\nfilm,"{prompt}, film grain",blurry\n'
+                                     'warm,"warm light",\n')
+    return root

@@ -64,6 +64,14 @@ def run(
     max_pixels: opt.MaxPixels = None,
     no_safety_checker: opt.NoSafetyChecker = False,
     allow_unsafe_checkpoint: opt.AllowUnsafeCheckpoint = False,
+    subseed: opt.Subseed = None,
+    subseed_strength: opt.SubseedStrength = None,
+    clip_skip: opt.ClipSkip = None,
+    style: opt.Style = None,
+    color_correction: opt.ColorCorrection = False,
+    lora_dir: opt.LoraDir = None,
+    embeddings_dir: opt.EmbeddingsDir = None,
+    styles_file: opt.StylesFile = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output paths."),
 ):
     """Transform IMAGE(s) with a prompt and save the results with their parameters."""
@@ -78,6 +86,7 @@ def run(
         "keep_size": keep_size or None,
     }
     fields = {k: v for k, v in given.items() if v is not None}
+    fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))
     stored_hash = None
     if params_from is not None:
         stored = _stored_fields(params_from)
@@ -93,7 +102,7 @@ def run(
     request = Request(**fields)
     engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
                     allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-                    config=model_config)
+                    config=model_config, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file)
     if model_config is not None and engine.source.kind != "file":
         raise InvalidRequest("--model-config is only used with a single-file .safetensors --model")
     request = engine.prepare(request)  # fail on bad parameters before any model loads
@@ -205,6 +214,44 @@ def models():
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     print("Also accepted by --model: any hub id, a local diffusers folder, or a .safetensors file.")
+
+
+@app.command()
+def loras(
+    lora_dir: opt.LoraDir = None,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """List the LoRA files prompts can name with <lora:name:weight>."""
+    from .networks import list_files, lora_hash, pickle_files
+    from .networks import lora_dir as resolve_lora_dir
+
+    folder = resolve_lora_dir(lora_dir)
+    found = list_files(folder)
+    rows = [{"name": f.name, "path": str(f.path), "hash": lora_hash(f)[:12]} for f in found.values()]
+    if as_json:
+        print(json.dumps({"folder": str(folder), "loras": rows}, indent=2))
+        return
+    print(f"{folder}: {len(rows)} LoRA file(s)" + ("" if folder.is_dir() else " (folder does not exist)"))
+    for row in rows:
+        print(f"  <lora:{row['name']}:1>  {row['hash']}  {row['path']}")
+    for path in pickle_files(folder):
+        print(f"  skipped {path}: pickle files can run code; convert it to .safetensors")
+
+
+@app.command()
+def styles(
+    styles_file: opt.StylesFile = None,
+):
+    """List the prompt styles --style can name (A1111's styles.csv)."""
+    from .styles import load_styles
+    from .styles import styles_file as resolve_styles_file
+
+    path = resolve_styles_file(styles_file)
+    found = load_styles(path)
+    print(f"{path}: {len(found)} style(s)" + ("" if path.is_file() else " (file does not exist)"))
+    for style in found.values():
+        negative = f"  (negative: {style.negative_prompt})" if style.negative_prompt else ""
+        print(f"  {style.name}: {style.prompt}{negative}")
 
 
 @app.command()

@@ -5,6 +5,7 @@ Each defaults to None ("not given"), so stored parameters (--params-from, manife
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,3 +35,29 @@ MaxPixels = Annotated[int | None, typer.Option("--max-pixels",
 NoSafetyChecker = Annotated[bool, typer.Option("--no-safety-checker", help="Disable the model's safety checker.")]
 AllowUnsafeCheckpoint = Annotated[bool, typer.Option(
     "--allow-unsafe-checkpoint", help="Allow pickle .ckpt/.bin checkpoints (they can run code).")]
+Subseed = Annotated[int | None, typer.Option(
+    "--subseed", help="Variation seed, mixed into the seed's noise by --subseed-strength. (default: random)")]
+SubseedStrength = Annotated[float | None, typer.Option(
+    "--subseed-strength", help="0: the seed's image, 1: the subseed's image. (default: 0)")]
+ClipSkip = Annotated[int | None, typer.Option(
+    "--clip-skip", help="Use the text encoder's Nth layer from the end (A1111's CLIP skip). (default: 1)")]
+Style = Annotated[list[str] | None, typer.Option(
+    "--style", help="A style from the styles file, applied to the prompts; repeatable. See `img2img styles`.")]
+ColorCorrection = Annotated[bool, typer.Option(
+    "--color-correction", help="Match the result's colours to the input's (A1111's colour correction).")]
+LoraDir = Annotated[Path | None, typer.Option(
+    "--lora-dir", help="Folder of <lora:name> files. (default: $IMG2IMG_LORA_DIR, else loras/ in the user "
+                       "data folder)")]
+EmbeddingsDir = Annotated[Path | None, typer.Option(
+    "--embeddings-dir", help="Folder of textual-inversion embeddings. (default: $IMG2IMG_EMBEDDINGS_DIR, else "
+                             "embeddings/ in the user data folder)")]
+StylesFile = Annotated[Path | None, typer.Option(
+    "--styles-file", help="A1111 styles.csv. (default: $IMG2IMG_STYLES_FILE, else styles.csv in the user data "
+                          "folder)")]
+
+
+def prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction) -> dict:
+    """The Request fields of the prompt options above that were given."""
+    given = {"subseed": subseed, "subseed_strength": subseed_strength, "clip_skip": clip_skip,
+             "styles": tuple(style) if style else None, "color_correction": color_correction or None}
+    return {k: v for k, v in given.items() if v is not None}

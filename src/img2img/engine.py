@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import networks, styles
 from .errors import Interrupted
 from .geometry import plan_resize, target_size
 from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
 from .infotext import format_infotext
 from .models import CACHE, LoadedModel, PipelineCache, choose_device, quiet_libraries, resolve_model
+from .noise import apply_variation, batch_seeds
+from .prompts import extract_networks
 from .request import MAX_SEED, Request, Result
 from .schedulers import SAMPLERS, build_scheduler, parse_sampler, resolve_schedule, scheduler_kwargs
 from .version import __version__
@@ -33,12 +36,16 @@ class Engine:
     def __init__(self, model: str | None = None, *, device: str | None = None, dtype: str | None = None,
                  safety_checker: bool = True, allow_unsafe_checkpoint: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, config: str | None = None,
-                 cache: PipelineCache = CACHE):
+                 lora_dir=None, embeddings_dir=None, styles_file=None, cache: PipelineCache = CACHE):
         self.source = resolve_model(model, allow_unsafe_checkpoint=allow_unsafe_checkpoint)
         self.device, self.dtype = choose_device(device, dtype)
         self.safety_checker = safety_checker
         self.max_pixels = max_pixels
         self.config = config
+        # where prompts find <lora:name>, embedding names and styles (defaults: the user data folder)
+        self.lora_dir = networks.lora_dir(lora_dir)
+        self.embeddings_dir = networks.embeddings_dir(embeddings_dir)
+        self.styles_file = styles.styles_file(styles_file)
         self._cache = cache
         self._cancel = threading.Event()
 
@@ -61,6 +68,12 @@ class Engine:
             steps=profile.steps if request.steps is None else request.steps,
             cfg_scale=profile.cfg_scale if request.cfg_scale is None else request.cfg_scale,
         ).validate()
+        prompt, negative = styles.apply_styles(request.prompt, request.negative_prompt, request.styles,
+                                               self.styles_file)
+        request = request.replace(prompt=prompt, negative_prompt=negative, styles=())
+        for tag in _network_tags(request):  # unknown LoRA names fail here, before the model loads
+            if tag.kind == "lora":
+                networks.find_lora(tag, networks.list_files(self.lora_dir), self.lora_dir)
         sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
         quiet_libraries()
         import diffusers
@@ -94,45 +107,29 @@ class Engine:
             # 5. a private view of the cached pipeline with a fresh scheduler (the cached one is never mutated)
             pipe = copy.copy(model.pipe)
             pipe.scheduler = build_scheduler(model.pipe.scheduler.config, request.sampler, request.scheduler)
-            # 6. seeds: given or random; a batch counts up from the first, as A1111 does
-            first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - request.batch_size)
-            seeds = [first + i for i in range(request.batch_size)]
+            # 6. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
+            first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+            subseed = None
+            if request.subseed_strength > 0:
+                subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
+            seeds, subseeds = batch_seeds(first, request.batch_size, subseed, request.subseed_strength)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same noise on every device
+            if subseeds:
+                apply_variation(pipe, subseeds, request.subseed_strength)
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
-            # 7. prompts: A1111 syntax -> text embeddings for every denoising step
-            conditioning = _conditioning(pipe, request)
-            # 8. denoise, switching embeddings where the prompt schedule says so
-            last: dict[str, Any] = {}
-
-            def step_end(pipeline, index, timestep, tensors):
-                last["latents"] = tensors["latents"]
-                if conditioning.key(index + 1) != conditioning.key(index):
-                    tensors.update(conditioning.step_tensors(index + 1, request.batch_size,
-                                                             pipeline.do_classifier_free_guidance))
-                if on_step is not None:
-                    on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
-                if self._cancel.is_set():
-                    raise Interrupted("generation interrupted")
-                return tensors
-
-            output = pipe(
-                **conditioning.pipeline_kwargs(0),
-                image=prepared,
-                strength=request.strength,
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg_scale,
-                num_images_per_prompt=request.batch_size,
-                generator=generators[0] if len(generators) == 1 else generators,
-                output_type="np",
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=["latents", *conditioning.step_tensor_names],
-            )
+            # 7. LoRAs named in the prompts join the models for this request only; embeddings by name
+            with networks.applied_loras(pipe, _network_tags(request), self.lora_dir) as loras:
+                embeddings = networks.load_embeddings(pipe, self.embeddings_dir)
+                # 8. prompts: A1111 syntax -> text embeddings for every denoising step
+                conditioning = _conditioning(pipe, request, embeddings)
+                # 9. denoise, switching embeddings where the prompt schedule says so
+                output = self._denoise(pipe, request, prepared, generators, conditioning, on_step)
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
-            # 9. half-precision VAEs can overflow to NaN (a black image): decode again in float32
-            if np.isnan(pixels).any() and "latents" in last:
-                pixels, nsfw = _decode_in_float32(pipe, last["latents"], nsfw)
+            # 10. half-precision VAEs can overflow to NaN (a black image): decode again in float32
+            if np.isnan(pixels).any() and output.last_latents is not None:
+                pixels, nsfw = _decode_in_float32(pipe, output.last_latents, nsfw)
                 notices.append("the VAE overflowed in half precision; decoded again in float32")
                 if np.isnan(pixels).any():
                     notices.append("the decoded image still contains NaN values (shown black)")
@@ -142,31 +139,77 @@ class Engine:
             if flagged:
                 notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
                                "safety checker; pass --no-safety-checker to disable it")
-        # 10. optional resize back to the input's size, then metadata
+        # 11. colour correction towards the input, optional resize back to the input's size, then metadata
+        if request.color_correction:
+            from .colors import match_colors
+
+            images = [match_colors(im, prepared) for im in images]
         if request.keep_size and images[0].size != loaded_image.original_size:
             from PIL import Image
 
             images = [im.resize(loaded_image.original_size, Image.Resampling.LANCZOS) for im in images]
+        extra = {"Lora hashes": loras.hashes(),
+                 "TI hashes": embeddings.hashes(conditioning.encoder.used_embeddings)}
         infotexts = [
             format_infotext(request.prompt, request.negative_prompt,
-                            _params(request, seed, width, height, model, loaded_image.digest))
-            for seed in seeds
+                            _params(request, seed, subseeds[i] if subseeds else None, width, height, model,
+                                    loaded_image.digest, extra))
+            for i, seed in enumerate(seeds)
         ]
-        return Result(images=images, seeds=seeds, infotexts=infotexts, request=request.replace(seed=first),
-                      model=model.source.name, device=self.device, dtype=self.dtype, width=width, height=height,
+        return Result(images=images, seeds=seeds, infotexts=infotexts,
+                      request=request.replace(seed=first, subseed=subseed), model=model.source.name,
+                      device=self.device, dtype=self.dtype, width=width, height=height,
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started, subseeds=subseeds)
+
+    def _denoise(self, pipe, request: Request, prepared, generators, conditioning, on_step):
+        """Run the pipeline; the step-end callback reports progress, switches scheduled prompts, stops."""
+        last: dict[str, Any] = {}
+
+        def step_end(pipeline, index, timestep, tensors):
+            last["latents"] = tensors["latents"]
+            if conditioning.key(index + 1) != conditioning.key(index):
+                tensors.update(conditioning.step_tensors(index + 1, request.batch_size,
+                                                         pipeline.do_classifier_free_guidance))
+            if on_step is not None:
+                on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
+            if self._cancel.is_set():
+                raise Interrupted("generation interrupted")
+            return tensors
+
+        output = pipe(
+            **conditioning.pipeline_kwargs(0),
+            image=prepared,
+            strength=request.strength,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            num_images_per_prompt=request.batch_size,
+            generator=generators[0] if len(generators) == 1 else generators,
+            output_type="np",
+            callback_on_step_end=step_end,
+            callback_on_step_end_tensor_inputs=["latents", *conditioning.step_tensor_names],
+        )
+        output.last_latents = last.get("latents")
+        return output
 
 
-def _conditioning(pipe, request: Request):
+def _network_tags(request: Request) -> list:
+    """<lora:...> tags of both prompts (A1111 reads them from the negative prompt too)."""
+    return extract_networks(request.prompt)[1] + extract_networks(request.negative_prompt)[1]
+
+
+def _conditioning(pipe, request: Request, embeddings):
     from .conditioning import Conditioning, PromptEncoder
 
-    encoder = PromptEncoder(pipe)
+    encoder = PromptEncoder(pipe, clip_skip=request.clip_skip, embeddings=embeddings.vectors())
+    request = request.replace(prompt=extract_networks(request.prompt)[0],
+                              negative_prompt=extract_networks(request.negative_prompt)[0])
     return Conditioning(encoder, request.prompt, request.negative_prompt, request.steps,
                         zero_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)))
 
 
-def _params(request: Request, seed: int, width: int, height: int, model: LoadedModel, digest: str) -> dict:
+def _params(request: Request, seed: int, subseed: int | None, width: int, height: int, model: LoadedModel,
+            digest: str, extra: dict) -> dict:
     return {
         "Steps": request.steps,
         "Sampler": request.sampler,
@@ -176,11 +219,16 @@ def _params(request: Request, seed: int, width: int, height: int, model: LoadedM
         "Size": f"{width}x{height}",
         "Model hash": model.model_hash,
         "Model": model.source.name,
+        "Variation seed": subseed,
+        "Variation seed strength": request.subseed_strength if subseed is not None else None,
         "Denoising strength": request.strength,
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         "Resize mode": request.resize_mode,
         "Keep size": True if request.keep_size else None,
         "Background": request.background if request.background != "white" else None,
         "Init image hash": digest[:10],
+        "Color correction": True if request.color_correction else None,
+        **extra,
         "Version": f"img2img {__version__}",
     }
 

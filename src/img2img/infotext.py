@@ -136,7 +136,8 @@ def fields_from_infotext(text: str) -> dict:
     prompt, negative, params = parse_infotext(text)
     fields: dict = {"prompt": prompt, "negative_prompt": negative}
     for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
-                            ("Denoising strength", "strength", float)):
+                            ("Denoising strength", "strength", float), ("Variation seed", "subseed", int),
+                            ("Variation seed strength", "subseed_strength", float), ("Clip skip", "clip_skip", int)):
         if key in params:
             fields[name] = _number(params, key, kind)
     for key, name in (("Sampler", "sampler"), ("Schedule type", "scheduler"), ("Resize mode", "resize_mode"),
@@ -147,6 +148,7 @@ def fields_from_infotext(text: str) -> dict:
         width, _, height = params["Size"].partition("x")
         fields["width"] = _number({"Size": width}, "Size", int)
         fields["height"] = _number({"Size": height}, "Size", int)
-    if "Keep size" in params:
-        fields["keep_size"] = params["Keep size"].strip().lower() == "true"
+    for key, name in (("Keep size", "keep_size"), ("Color correction", "color_correction")):
+        if key in params:
+            fields[name] = params[key].strip().lower() == "true"
     return fields

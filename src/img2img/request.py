@@ -43,6 +43,11 @@ class Request:
     batch_size: int = 1
     keep_size: bool = False
     background: str = "white"
+    subseed: int | None = None  # variation seed; None: random when subseed_strength > 0
+    subseed_strength: float = 0.0  # 0: the seed's image, 1: the subseed's image
+    clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers: 1 uses the text encoder's last layer
+    styles: tuple[str, ...] = ()  # names from the styles file, applied to the prompts before anything else
+    color_correction: bool = False  # match the output's colours to the input's (LAB histograms)
 
     def replace(self, **changes) -> Request:
         return dataclasses.replace(self, **changes)
@@ -54,8 +59,14 @@ class Request:
     def normalized(self) -> Request:
         """Accept the spellings other tools use: seed -1 means random, A1111's numeric resize modes."""
         changes: dict[str, Any] = {}
-        if self.seed is not None and not isinstance(self.seed, bool) and self.seed == -1:
-            changes["seed"] = None
+        for name in ("seed", "subseed"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool) and value == -1:
+                changes[name] = None
+        if isinstance(self.styles, str):
+            changes["styles"] = (self.styles,)
+        elif isinstance(self.styles, list):
+            changes["styles"] = tuple(self.styles)
         mode = self.resize_mode
         if isinstance(mode, int) and not isinstance(mode, bool) and mode in A1111_RESIZE_MODES:
             changes["resize_mode"] = A1111_RESIZE_MODES[mode]
@@ -76,6 +87,13 @@ class Request:
             _check_number("cfg_scale", self.cfg_scale, 0.0, 50.0)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED, hint=" (or -1/None for a random seed)")
+        if self.subseed is not None:
+            _check_int("subseed", self.subseed, 0, MAX_SEED, hint=" (or -1/None for a random one)")
+        _check_number("subseed_strength", self.subseed_strength, 0.0, 1.0)
+        _check_int("clip_skip", self.clip_skip, 1, 12)
+        if not isinstance(self.styles, tuple) or not all(isinstance(s, str) for s in self.styles):
+            raise InvalidRequest(f"styles must be a list of style names, got {self.styles!r}", "styles")
+        _check_type("color_correction", self.color_correction, bool)
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None:
@@ -172,6 +190,7 @@ class Result:
     nsfw: list[bool] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    subseeds: list[int] = field(default_factory=list)  # variation seeds per image (empty: none used)
 
     @property
     def image(self):

@@ -176,3 +176,97 @@ def make_photo(width: int = 96, height: int = 64, seed: int = 0):
                     230, 40).astype(np.uint8)
     noise = rng.integers(0, 12, size=(height, width), dtype=np.uint8)
     return Image.fromarray(np.stack([red, green, blue + noise], axis=-1), "RGB")
+
+
+# ---------------------------------------------------------------- tiny LoRAs and embeddings
+
+_LORA_UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+_LORA_TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _lora_pairs(model, targets, rank: int, generator, scale: float):
+    """(module name, down, up) for every targeted Linear of a model, with random weights."""
+    import torch
+
+    for name, module in model.named_modules():
+        if name.endswith(targets) and isinstance(module, torch.nn.Linear):
+            down = torch.randn(rank, module.in_features, generator=generator) * scale
+            up = torch.randn(module.out_features, rank, generator=generator) * scale
+            yield name, down, up
+
+
+def build_lora_kohya(model_folder: str | Path, path: str | Path, *, rank: int = 4, alpha: float = 2.0,
+                     seed: int = 0, scale: float = 0.3, text_encoder: bool = True) -> Path:
+    """A LoRA file in the kohya/A1111 layout Civitai files use (lora_unet_*/lora_te*_*, lora_down/up, alpha)."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image
+    from safetensors.torch import save_file
+
+    pipe = AutoPipelineForImage2Image.from_pretrained(str(model_folder))
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    parts = [("lora_unet", pipe.unet, _LORA_UNET_TARGETS)]
+    if text_encoder:
+        xl = getattr(pipe, "text_encoder_2", None) is not None
+        parts.append(("lora_te1_text_model" if xl else "lora_te_text_model", pipe.text_encoder, _LORA_TEXT_TARGETS))
+        if xl:
+            parts.append(("lora_te2_text_model", pipe.text_encoder_2.text_model, _LORA_TEXT_TARGETS))
+    for prefix, model, targets in parts:
+        for name, down, up in _lora_pairs(model, targets, rank, generator, scale):
+            key = f"{prefix}_{name.replace('.', '_')}"
+            tensors[f"{key}.lora_down.weight"] = down
+            tensors[f"{key}.lora_up.weight"] = up
+            tensors[f"{key}.alpha"] = torch.tensor(alpha)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": str(rank)})
+    return path
+
+
+def build_lora_peft(model_folder: str | Path, path: str | Path, *, rank: int = 4, seed: int = 1,
+                    scale: float = 0.3) -> Path:
+    """A LoRA file in the diffusers/PEFT layout, written by diffusers' own save_lora_weights."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = AutoPipelineForImage2Image.from_pretrained(str(model_folder))
+    generator = torch.Generator().manual_seed(seed)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(_LORA_UNET_TARGETS)))
+    # peft's own injection (transformers' add_adapter wants a newer peft than some platforms offer)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(_LORA_TEXT_TARGETS)),
+                            pipe.text_encoder)
+    for model in (pipe.unet, pipe.text_encoder):
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.data = torch.randn(parameter.shape, generator=generator) * scale
+    path = Path(path)
+    # files in the wild name text-encoder modules as transformers 4 did ("text_model." first)
+    text_layers = {f"text_model.{k}" if not k.startswith("text_model.") else k: v
+                   for k, v in get_peft_model_state_dict(pipe.text_encoder).items()}
+    type(pipe).save_lora_weights(str(path.parent), weight_name=path.name, safe_serialization=True,
+                                 unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+                                 text_encoder_lora_layers=text_layers)
+    return path
+
+
+def build_embedding(model_folder: str | Path, path: str | Path, *, vectors: int = 2, seed: int = 0,
+                    layout: str = "emb_params") -> Path:
+    """A textual-inversion embedding in one of A1111's layouts: "emb_params", "string_to_param" or "sdxl"."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((Path(model_folder) / "text_encoder" / "config.json").read_text())
+    generator = torch.Generator().manual_seed(seed)
+    if layout == "sdxl":
+        config_2 = json.loads((Path(model_folder) / "text_encoder_2" / "config.json").read_text())
+        tensors = {"clip_l": torch.randn(vectors, config["hidden_size"], generator=generator),
+                   "clip_g": torch.randn(vectors, config_2["hidden_size"], generator=generator)}
+    else:
+        key = "emb_params" if layout == "emb_params" else "string_to_param.*"
+        tensors = {key: torch.randn(vectors, config["hidden_size"], generator=generator)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

@@ -13,6 +13,10 @@ from .. import cli_options as opt
 ENGINES = ("local", "ray")
 
 
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value.expanduser().resolve())
+
+
 def register(app: typer.Typer) -> None:
     app.command(name="batch")(batch)
 
@@ -47,6 +51,14 @@ def batch(
     max_pixels: opt.MaxPixels = None,
     no_safety_checker: opt.NoSafetyChecker = False,
     allow_unsafe_checkpoint: opt.AllowUnsafeCheckpoint = False,
+    subseed: opt.Subseed = None,
+    subseed_strength: opt.SubseedStrength = None,
+    clip_skip: opt.ClipSkip = None,
+    style: opt.Style = None,
+    color_correction: opt.ColorCorrection = False,
+    lora_dir: opt.LoraDir = None,
+    embeddings_dir: opt.EmbeddingsDir = None,
+    styles_file: opt.StylesFile = None,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include images in subfolders of SOURCE."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist but are not "
                                                               "logged as done (done items are always skipped)."),
@@ -99,7 +111,8 @@ def batch(
     options = BatchOptions(output_dir=str(output_dir), fmt=fmt_name, ext=ext, overwrite=overwrite, model=model,
                            device=device, dtype=dtype, safety_checker=not no_safety_checker,
                            allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels,
-                           cpu_threads=cpu_threads)
+                           cpu_threads=cpu_threads, lora_dir=_path(lora_dir),
+                           embeddings_dir=_path(embeddings_dir), styles_file=_path(styles_file))
     generator = options.engine()
     given_fields = {
         "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,
@@ -107,7 +120,9 @@ def batch(
         "resize_mode": resize_mode, "batch_size": images_per_input, "background": background,
         "keep_size": keep_size or None,
     }
-    requests = build_requests(items, {k: v for k, v in given_fields.items() if v is not None}, generator)
+    given_fields = {k: v for k, v in given_fields.items() if v is not None}
+    given_fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))
+    requests = build_requests(items, given_fields, generator)
 
     # 2. the output folder: leftovers of a killed run go, the log says what is done already
     try:

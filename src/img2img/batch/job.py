@@ -55,13 +55,17 @@ class BatchOptions:
     allow_unsafe_checkpoint: bool = False
     max_pixels: int | None = None
     cpu_threads: int | None = None  # CPU results differ in the last bits with the thread count
+    lora_dir: str | None = None  # resolved to absolute paths, so Ray workers find the same files
+    embeddings_dir: str | None = None
+    styles_file: str | None = None
 
     def engine(self):
         from ..engine import Engine
 
         kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
         return Engine(self.model, device=self.device, dtype=self.dtype, safety_checker=self.safety_checker,
-                      allow_unsafe_checkpoint=self.allow_unsafe_checkpoint, **kwargs)
+                      allow_unsafe_checkpoint=self.allow_unsafe_checkpoint, lora_dir=self.lora_dir,
+                      embeddings_dir=self.embeddings_dir, styles_file=self.styles_file, **kwargs)
 
     def apply_threads(self) -> None:
         if self.cpu_threads:
