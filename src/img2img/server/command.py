@@ -41,6 +41,13 @@ def serve(
     history_dir: str | None = typer.Option(None, "--history-dir", envvar="IMG2IMG_HISTORY_DIR",
                                            help="Where the web UI keeps past generations. (default: the user's "
                                                 "data folder, e.g. ~/.local/share/img2img)"),
+    lora_dir: str | None = typer.Option(None, "--lora-dir", envvar="IMG2IMG_LORA_DIR",
+                                        help="Folder of <lora:name> files. (default: loras/ in the data folder)"),
+    embeddings_dir: str | None = typer.Option(None, "--embeddings-dir", envvar="IMG2IMG_EMBEDDINGS_DIR",
+                                              help="Folder of textual-inversion embeddings. (default: "
+                                                   "embeddings/ in the data folder)"),
+    styles_file: str | None = typer.Option(None, "--styles-file", envvar="IMG2IMG_STYLES_FILE",
+                                           help="A1111 styles.csv. (default: styles.csv in the data folder)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ):
     """Serve the web UI (/), the A1111-compatible API (/sdapi/v1) and the native API (/v1); docs at /docs."""
@@ -59,7 +66,8 @@ def serve(
         models=specs, host=host, port=port, device=device, dtype=dtype, safety_checker=not no_safety_checker,
         api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
         max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
-        preload=preload, shutdown_grace=shutdown_grace, ui=ui, history_dir=history_dir,
+        preload=preload, shutdown_grace=shutdown_grace, ui=ui, history_dir=history_dir, lora_dir=lora_dir,
+        embeddings_dir=embeddings_dir, styles_file=styles_file,
     ).validate()
     where = f"web UI at http://{host}:{port}/, API docs at /docs" if ui else f"http://{host}:{port} (docs at /docs)"
     typer.echo(f"img2img server: {where}; models: {', '.join(specs) or 'sd21-base'}; "

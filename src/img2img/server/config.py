@@ -30,6 +30,9 @@ class ServerConfig:
     shutdown_grace: float = 30.0  # seconds the running job may finish after SIGTERM before it is interrupted
     ui: bool = True  # serve the web UI at /
     history_dir: str | None = None  # where kept outputs go (default: history.default_history_dir())
+    lora_dir: str | None = None  # <lora:name> files (default: networks.lora_dir())
+    embeddings_dir: str | None = None  # textual-inversion embeddings (default: networks.embeddings_dir())
+    styles_file: str | None = None  # A1111 styles.csv (default: styles.styles_file())
 
     @property
     def auth_enabled(self) -> bool:

@@ -39,6 +39,11 @@ def router(service: Service) -> APIRouter:
         batch_size: int = Form(1),
         keep_size: bool = Form(False),
         background: str = Form("white"),
+        subseed: int | None = Form(None, description="Variation seed (-1 or empty: random)."),
+        subseed_strength: float = Form(0.0, description="0: the seed's image, 1: the subseed's image."),
+        clip_skip: int = Form(1, description="Use the text encoder's Nth layer from the end."),
+        styles: list[str] = Form([], description="Style names from the server's styles file; repeatable."),
+        color_correction: bool = Form(False, description="Match the result's colours to the input's."),
         model: str | None = Form(None, description="One of GET /v1/models (default: the current one)."),
         save: bool = Form(False, description="Also keep the results in the server's history (web UI)."),
         response_format: str | None = Form(None, description="png (the first image; default) or json (all images, "
@@ -60,7 +65,8 @@ def router(service: Service) -> APIRouter:
         request = Request(prompt=prompt, negative_prompt=negative_prompt, strength=strength, steps=steps,
                           cfg_scale=cfg_scale, seed=seed, sampler=sampler, scheduler=scheduler, width=width,
                           height=height, resize_mode=resize_mode, batch_size=batch_size, keep_size=keep_size,
-                          background=background)
+                          background=background, subseed=subseed, subseed_strength=subseed_strength,
+                          clip_skip=clip_skip, styles=tuple(styles), color_correction=color_correction)
 
         def check():
             prepared, _ = service.prepare(slot, request)
@@ -85,6 +91,7 @@ def router(service: Service) -> APIRouter:
                 "images": [base64.b64encode(encode_image(im, "PNG", text)).decode("ascii")
                            for im, text in zip(result.images, result.infotexts)],
                 "seeds": result.seeds,
+                "subseeds": result.subseeds,
                 "infotexts": result.infotexts,
                 "parameters": {k: v for k, v in vars(result.request).items()},
                 "model": slot.name,

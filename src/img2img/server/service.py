@@ -75,7 +75,9 @@ class ModelSlot:
 
                 self._engine = Engine(self.spec, device=self._config.device, dtype=self._config.dtype,
                                       safety_checker=self._config.safety_checker,
-                                      max_pixels=self._config.max_pixels)
+                                      max_pixels=self._config.max_pixels, lora_dir=self._config.lora_dir,
+                                      embeddings_dir=self._config.embeddings_dir,
+                                      styles_file=self._config.styles_file)
             return self._engine
 
     @property
@@ -242,6 +244,12 @@ class Service:
                                  "per request", "n_iter")
         total = request.batch_size * parts
         first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - total)
+        if request.subseed_strength > 0:  # variations: one seed, subseeds counting up (A1111)
+            subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED - total)
+            if subseed + total - 1 > MAX_SEED:
+                raise InvalidRequest(f"subseed {subseed} + {total} images runs past the largest seed {MAX_SEED}",
+                                     "subseed")
+            return request.replace(seed=first, subseed=subseed), total
         if first + total - 1 > MAX_SEED:
             raise InvalidRequest(f"seed {first} + {total} images runs past the largest seed {MAX_SEED}", "seed")
         return request.replace(seed=first), total
@@ -250,7 +258,8 @@ class Service:
     def generate(self, job: Job, slot: ModelSlot, request: Request, image: bytes, parts: int = 1) -> Outcome:
         """Run `parts` batches with consecutive seeds (A1111's n_iter). Interrupt keeps what finished;
         skip drops the running part and goes on."""
-        seeds = [request.seed + i for i in range(request.batch_size * parts)]
+        variation = request.subseed_strength > 0
+        seeds = [request.seed + (0 if variation else i) for i in range(request.batch_size * parts)]
         outcome = Outcome(results=[], seeds=seeds)
         if not slot.loaded:
             slot.load()
@@ -258,7 +267,10 @@ class Service:
             if job.interrupted:
                 break
             job.start_part(part, parts)
-            part_request = request.replace(seed=request.seed + part * request.batch_size)
+            if variation:
+                part_request = request.replace(subseed=request.subseed + part * request.batch_size)
+            else:
+                part_request = request.replace(seed=request.seed + part * request.batch_size)
             try:
                 outcome.results.append(slot.engine.run(part_request, image, on_step=job.on_step))
             except Interrupted:

@@ -88,6 +88,28 @@ def build_ui(service, history: History) -> gr.Blocks:
                             height = gr.Number(value=0, precision=0, label="Height", step=8)
                         resize_mode = gr.Radio(RESIZE_CHOICES, value="crop", label="Resize mode")
                     batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size")
+                    with gr.Accordion("LoRA, styles and embeddings", open=True):
+                        with gr.Row():
+                            lora_pick = gr.Dropdown(_lora_names(service), label="LoRA", elem_id="lora-picker",
+                                                    scale=3)
+                            lora_weight = gr.Number(value=0.8, label="Weight", step=0.05, elem_id="lora-weight",
+                                                    scale=1)
+                            add_lora = gr.Button("Add to prompt", size="sm", elem_id="add-lora", scale=1)
+                        styles_pick = gr.Dropdown(_style_names(service), multiselect=True, label="Styles",
+                                                  elem_id="styles-picker")
+                        refresh_networks = gr.Button("Refresh lists", size="sm", elem_id="refresh-networks")
+                        gr.Markdown("Embeddings from the embeddings folder are used by writing their file name "
+                                    "in a prompt; `(word:1.3)`, `[from:to:0.5]` and `BREAK` work as in A1111.")
+                    with gr.Accordion("Variation seed, CLIP skip, colour correction", open=False):
+                        with gr.Row():
+                            subseed = gr.Number(value=-1, precision=0, label="Variation seed (-1 = random)",
+                                                elem_id="subseed")
+                            subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                                         elem_id="subseed-strength")
+                        with gr.Row():
+                            clip_skip = gr.Slider(1, 12, value=1, step=1, label="CLIP skip", elem_id="clip-skip")
+                            color_correction = gr.Checkbox(False, label="Colour correction (match the input)",
+                                                           elem_id="color-correction")
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary", elem_id="generate")
                         interrupt = gr.Button("Interrupt", variant="stop", elem_id="interrupt")
@@ -125,8 +147,18 @@ def build_ui(service, history: History) -> gr.Blocks:
 
         model.change(on_model, model, [steps, cfg, sampler])
 
+        def add_lora_tag(prompt_, name, weight):
+            if not name:
+                raise gr.Error("Pick a LoRA first.")
+            tag = f"<lora:{name}:{float(weight or 0):g}>"
+            return f"{prompt_.rstrip()} {tag}".strip() if prompt_ else tag
+
+        add_lora.click(add_lora_tag, [prompt, lora_pick, lora_weight], prompt)
+        refresh_networks.click(lambda: (gr.update(choices=_lora_names(service)),
+                                        gr.update(choices=_style_names(service))), None, [lora_pick, styles_pick])
+
         def run(image_path, prompt_, negative_, strength_, steps_, cfg_, seed_, sampler_, schedule_, model_,
-                width_, height_, mode_, batch_):
+                width_, height_, mode_, batch_, styles_, subseed_, subseed_strength_, clip_skip_, color_):
             if not image_path:
                 raise gr.Error("Add an input image first (upload, drop or paste one).")
             data = Path(image_path).read_bytes()
@@ -136,7 +168,10 @@ def build_ui(service, history: History) -> gr.Blocks:
                                   steps=int(steps_), cfg_scale=float(cfg_), sampler=sampler_, scheduler=schedule_,
                                   seed=None if seed_ is None or int(seed_) < 0 else int(seed_),
                                   width=int(width_ or 0) or None, height=int(height_ or 0) or None, resize_mode=mode_,
-                                  batch_size=int(batch_))
+                                  batch_size=int(batch_), styles=tuple(styles_ or ()),
+                                  subseed=None if subseed_ is None or int(subseed_) < 0 else int(subseed_),
+                                  subseed_strength=float(subseed_strength_ or 0), clip_skip=int(clip_skip_ or 1),
+                                  color_correction=bool(color_))
                 service.check_image(data, "input image")
                 request, _ = service.prepare(slot, request)
                 job = service.queue.submit(lambda job: service.generate(job, slot, request, data), label=slot.name)
@@ -175,7 +210,8 @@ def build_ui(service, history: History) -> gr.Blocks:
                    entries[0].seed)
 
         generate.click(run, [image_in, prompt, negative, strength, steps, cfg, seed, sampler, schedule, model, width,
-                             height, resize_mode, batch_size],
+                             height, resize_mode, batch_size, styles_pick, subseed, subseed_strength, clip_skip,
+                             color_correction],
                        [status, preview, gallery, compare, download, last_seed], concurrency_limit=None)
         interrupt.click(lambda: service.queue.interrupt() and None, None, None)
 
@@ -188,7 +224,7 @@ def build_ui(service, history: History) -> gr.Blocks:
 
         def load_params(file):
             if file is None:
-                return [gr.update()] * 11
+                return [gr.update()] * 15
             text = read_infotext(Path(file if isinstance(file, str) else file.name))
             if not text:
                 raise gr.Error("That image carries no generation parameters.")
@@ -197,10 +233,12 @@ def build_ui(service, history: History) -> gr.Blocks:
             return (value("prompt", ""), value("negative_prompt", ""), value("strength", gr.update()),
                     value("steps", gr.update()), value("cfg_scale", gr.update()), value("seed", gr.update()),
                     value("sampler", gr.update()), value("scheduler", gr.update()), value("width", gr.update()),
-                    value("height", gr.update()), value("resize_mode", gr.update()))
+                    value("height", gr.update()), value("resize_mode", gr.update()), value("subseed", -1),
+                    value("subseed_strength", 0), value("clip_skip", 1), value("color_correction", False))
 
         params_drop.upload(load_params, params_drop, [prompt, negative, strength, steps, cfg, seed, sampler, schedule,
-                                                      width, height, resize_mode])
+                                                      width, height, resize_mode, subseed, subseed_strength,
+                                                      clip_skip, color_correction])
 
         def show_history():
             entries = history.list(limit=200)
@@ -229,6 +267,21 @@ def build_ui(service, history: History) -> gr.Blocks:
         delete.click(delete_selected, history_selected, history_outputs)
     blocks.queue(default_concurrency_limit=None)
     return blocks
+
+
+def _lora_names(service) -> list[str]:
+    from ..networks import list_files
+
+    return list(list_files(service.current.engine.lora_dir))
+
+
+def _style_names(service) -> list[str]:
+    from ..styles import load_styles
+
+    try:
+        return list(load_styles(service.current.engine.styles_file))
+    except Img2ImgError:
+        return []
 
 
 def _gallery_path(paths, index) -> str | None:

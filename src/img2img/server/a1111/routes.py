@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request as HttpRequest
 
+from .networks import drop_unusable, generate_leniently, network_routes
 from .payloads import Img2ImgPayload
 from .responses import response
 from .translate import translate
@@ -31,7 +32,8 @@ def router(service):
         slot = service.find_model(translated.model, field)
 
         def check():
-            prepared = service.prepare(slot, translated.request, translated.parts)
+            request = drop_unusable(translated.request, slot.engine, translated.notices)
+            prepared = service.prepare(slot, request, translated.parts)
             service.check_image(translated.image, "init_images[0]")
             return prepared
 
@@ -40,7 +42,8 @@ def router(service):
             service.current = slot
         outcome = await await_job(
             http, service,
-            lambda job: service.generate(job, slot, prepared, translated.image, translated.parts),
+            lambda job: generate_leniently(service, job, slot, prepared, translated.image, translated.parts,
+                                           translated.notices),
             label=slot.name)
         outcome.notices.extend(translated.notices)
         if payload.save_images:  # A1111 saves to its outputs folder; we keep them in the history
@@ -48,4 +51,5 @@ def router(service):
         return await run_in_threadpool(response, payload, prepared, outcome, slot, translated.parts)
 
     api.include_router(probe_routes(service))
+    api.include_router(network_routes(service))
     return api

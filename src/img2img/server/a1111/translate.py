@@ -32,10 +32,10 @@ FIELD_TABLE: dict[str, str] = {
     "include_init_images": "accepted", "send_images": "accepted", "infotext": "accepted: fills unset fields",
     # rejected unless default
     "mask": "rejected: inpainting is not supported", "latent_mask": "rejected: inpainting is not supported",
-    "subseed_strength": "rejected unless 0: variation seeds are not implemented",
+    "subseed_strength": "accepted: variation seed strength (A1111's slerp of seed and subseed noise)",
     "seed_resize_from_h": "rejected unless <= 0", "seed_resize_from_w": "rejected unless <= 0",
     "restore_faces": "rejected unless false", "tiling": "rejected unless false",
-    "styles": "rejected unless empty (no saved styles on this server)",
+    "styles": "accepted: names from the server's styles file; unknown names are skipped with a notice",
     "script_name": "rejected unless empty", "script_args": "rejected unless empty",
     "alwayson_scripts": "rejected unless empty", "refiner_checkpoint": "rejected unless empty",
     "firstpass_image": "rejected unless empty (txt2img only)",
@@ -50,18 +50,18 @@ FIELD_TABLE: dict[str, str] = {
     "inpaint_full_res_padding": "ignored: applies to a mask only",
     "inpainting_mask_invert": "ignored: applies to a mask only",
     "image_cfg_scale": "ignored: applies to instruct-pix2pix models only, which this server does not load",
-    "subseed": "ignored: used only with subseed_strength > 0",
+    "subseed": "accepted: the variation seed (-1 = random), used with subseed_strength > 0",
     "seed_enable_extras": "ignored: only enables the variation/resize-seed fields, which must be default",
     "do_not_save_samples": "ignored: nothing is ever saved", "do_not_save_grid": "ignored: no grids are made",
     "refiner_switch_at": "ignored: used only with refiner_checkpoint",
-    "disable_extra_networks": "ignored: prompts are used literally, extra-network tags are not parsed",
+    "disable_extra_networks": "accepted: true removes <lora:...> tags without applying them",
     "comments": "ignored: not part of the image or its infotext",
     "force_task_id": "ignored: /progress reports the running job",
 }
 
 # override_settings keys that are accepted when they ask for what this server does anyway.
-OVERRIDES = {"CLIP_stop_at_last_layers": (1,), "sd_vae": ("Automatic", "None", None),
-             "samples_format": ("png",), "eta_noise_seed_delta": (0,)}
+OVERRIDES = {"CLIP_stop_at_last_layers": tuple(range(1, 13)), "sd_vae": ("Automatic", "None", None),
+             "samples_format": ("png",), "eta_noise_seed_delta": (0,), "img2img_color_correction": (True, False)}
 
 
 
@@ -73,12 +73,10 @@ def _rejections(p: Img2ImgPayload) -> list[tuple[str, str]]:
     checks = [
         ("mask", _empty(p.mask), "inpainting (a mask) is not supported"),
         ("latent_mask", _empty(p.latent_mask), "inpainting (a latent mask) is not supported"),
-        ("subseed_strength", p.subseed_strength == 0, "variation seeds (subseed_strength > 0) are not supported"),
         ("seed_resize_from_h", p.seed_resize_from_h <= 0, "resizing the seed (seed_resize_from_h) is not supported"),
         ("seed_resize_from_w", p.seed_resize_from_w <= 0, "resizing the seed (seed_resize_from_w) is not supported"),
         ("restore_faces", not p.restore_faces, "face restoration is not supported"),
         ("tiling", not p.tiling, "tiling is not supported"),
-        ("styles", _empty(p.styles), "saved styles are not supported; put the text into the prompt"),
         ("script_name", _empty(p.script_name) or p.script_name == "None", "scripts are not supported"),
         ("script_args", _empty(p.script_args), "scripts are not supported"),
         ("alwayson_scripts", _empty(p.alwayson_scripts), "extensions (alwayson_scripts) are not supported"),
@@ -108,7 +106,7 @@ def _scheduler_name(value: str | None) -> str:
 _FROM_INFOTEXT = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps",
                   "cfg_scale": "cfg_scale", "seed": "seed", "strength": "denoising_strength",
                   "sampler": "sampler_name", "scheduler": "scheduler", "width": "width", "height": "height",
-                  "resize_mode": "resize_mode"}
+                  "resize_mode": "resize_mode", "subseed": "subseed", "subseed_strength": "subseed_strength"}
 
 
 class Translated:
@@ -158,10 +156,17 @@ def translate(payload: Img2ImgPayload, is_configured=lambda name: True) -> Trans
         raise InvalidRequest(f"init_images: exactly one image is supported, got {len(payload.init_images)}; "
                              "use batch_size for several outputs", "init_images")
     image = decode_base64_image(payload.init_images[0], "init_images[0]")
+    prompt, negative = values["prompt"] or "", values["negative_prompt"] or ""
+    if payload.disable_extra_networks:
+        from ...prompts import extract_networks
+
+        (prompt, tags), (negative, negative_tags) = extract_networks(prompt), extract_networks(negative)
+        if tags or negative_tags:
+            notices.append("disable_extra_networks: removed " + ", ".join(t.tag for t in tags + negative_tags))
     sampler = values["sampler_name"] or (values["sampler_index"] if "sampler_index" in given else None) or None
     request = Request(
-        prompt=values["prompt"] or "",
-        negative_prompt=values["negative_prompt"] or "",
+        prompt=prompt,
+        negative_prompt=negative,
         strength=0.75 if values["denoising_strength"] is None else values["denoising_strength"],
         steps=values["steps"],
         cfg_scale=values["cfg_scale"],
@@ -172,6 +177,11 @@ def translate(payload: Img2ImgPayload, is_configured=lambda name: True) -> Trans
         height=values["height"],
         resize_mode=values["resize_mode"],
         batch_size=values["batch_size"],
+        subseed=values["subseed"],
+        subseed_strength=values["subseed_strength"],
+        styles=tuple(s for s in values["styles"] or () if s not in ("", "None")),
+        clip_skip=overrides.get("CLIP_stop_at_last_layers", 1),
+        color_correction=bool(overrides.get("img2img_color_correction", False)),
     )
     return Translated(request, image, values["n_iter"], model,
                       sticky_model=model is not None and not payload.override_settings_restore_afterwards,
