@@ -3,9 +3,9 @@
 import json
 
 from PIL import Image
+from test_cli import cli
 
 from img2img.images import read_infotext
-from test_cli import cli
 
 
 def dirs(folders):

@@ -93,11 +93,11 @@ def free_port() -> int:
 class Server:
     """`img2img serve` as users start it, in a subprocess on a loopback port."""
 
-    def __init__(self, model: Path, history: Path):
+    def __init__(self, model: Path, history: Path, *extra: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [str(Path(sys.executable).parent / "img2img"), "serve", "--model", str(model), "--device", "cpu",
-                   "--port", str(self.port), "--history-dir", str(history), "--log-level", "warning"]
+                   "--port", str(self.port), "--history-dir", str(history), "--log-level", "warning", *extra]
         env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True)
