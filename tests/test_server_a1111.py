@@ -153,7 +153,7 @@ def big_picture():
     ({"steps": 1, "denoising_strength": 0.5}, 422, "denoising steps"),
     ({"resize_mode": 3}, 422, "resize_mode 3 (latent upscale) is not supported"),
     ({"mask": "aGVsbG8="}, 422, "mask: inpainting"),
-    ({"subseed_strength": 0.3}, 422, "subseed_strength"),
+    ({"subseed_strength": 1.3}, 422, "subseed_strength must be in [0, 1], got 1.3"),
     ({"script_name": "x/y/z plot"}, 422, "script_name"),
     ({"alwayson_scripts": {"controlnet": {"args": []}}}, 422, "alwayson_scripts"),
     ({"enable_hr": True}, 422, "enable_hr: unknown field"),
@@ -161,7 +161,7 @@ def big_picture():
     ({"width": 65}, 422, "width must be a multiple of 8"),
     ({"steps": "many"}, 422, "steps"),
     ({"override_settings": {"sd_model_checkpoint": "sdxl"}}, 422, "not one this server offers"),
-    ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, 422, "override_settings.CLIP_stop_at_last_layers"),
+    ({"override_settings": {"CLIP_stop_at_last_layers": 20}}, 422, "override_settings.CLIP_stop_at_last_layers"),
 ])
 def test_bad_requests_get_a_clear_4xx(server, picture, change, status, words):
     payload = {"prompt": "x", "init_images": [b64(picture)], **FAST, **change}

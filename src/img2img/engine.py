@@ -262,7 +262,8 @@ def _decode_in_float32(pipe, latents, nsfw: list[bool]):
 
 def transform(image, prompt: str = "", *, model: str | None = None, device: str | None = None,
               dtype: str | None = None, safety_checker: bool = True, on_step: StepCallback | None = None,
-              **fields) -> Result:
+              lora_dir=None, embeddings_dir=None, styles_file=None, **fields) -> Result:
     """One-call image-to-image. Repeated calls reuse the loaded pipeline (it stays cached)."""
-    engine = Engine(model, device=device, dtype=dtype, safety_checker=safety_checker)
+    engine = Engine(model, device=device, dtype=dtype, safety_checker=safety_checker, lora_dir=lora_dir,
+                    embeddings_dir=embeddings_dir, styles_file=styles_file)
     return engine.transform(image, prompt, on_step=on_step, **fields)
