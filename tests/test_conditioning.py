@@ -139,3 +139,17 @@ def test_long_prompt_on_sdxl_uses_the_first_chunk_for_the_pooled_vector(sdxl_eng
     long = encoder.encode(LONG)
     assert long.hidden.shape == (1, 154, 64)
     assert torch.equal(long.pooled, encoder.encode(LONG + "ending differently").pooled)
+
+
+def test_sd2_style_padding_token_matches_diffusers(tiny_sd):
+    # SD 2.x tokenizers pad with "!" instead of the end token; chunks must pad the same way
+    import copy
+
+    from diffusers import AutoPipelineForImage2Image
+    from transformers import CLIPTokenizer
+
+    pipe = copy.copy(AutoPipelineForImage2Image.from_pretrained(tiny_sd))
+    pipe.tokenizer = CLIPTokenizer.from_pretrained(str(tiny_sd / "tokenizer"), pad_token="!")
+    assert pipe.tokenizer.pad_token_id != pipe.tokenizer.eos_token_id
+    expected, _ = pipe.encode_prompt("a lighthouse", "cpu", 1, False)
+    assert torch.equal(PromptEncoder(pipe).encode("a lighthouse").hidden, expected)

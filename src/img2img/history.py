@@ -10,13 +10,13 @@ import json
 import os
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datadir import user_data_dir
 from .errors import OutputError
 from .images import encode_image, read_infotext, write_atomically
 from .infotext import parse_infotext
@@ -46,13 +46,7 @@ def default_history_dir() -> Path:
     """$IMG2IMG_HISTORY_DIR, else the platform's per-user data folder."""
     if os.environ.get("IMG2IMG_HISTORY_DIR"):
         return Path(os.environ["IMG2IMG_HISTORY_DIR"]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "img2img"
+    return user_data_dir()
 
 
 @dataclass(frozen=True)

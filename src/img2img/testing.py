@@ -198,11 +198,18 @@ def _lora_pairs(model, targets, rank: int, generator, scale: float):
 def build_lora_kohya(model_folder: str | Path, path: str | Path, *, rank: int = 4, alpha: float = 2.0,
                      seed: int = 0, scale: float = 0.3, text_encoder: bool = True) -> Path:
     """A LoRA file in the kohya/A1111 layout Civitai files use (lora_unet_*/lora_te*_*, lora_down/up, alpha)."""
-    import torch
     from diffusers import AutoPipelineForImage2Image
-    from safetensors.torch import save_file
 
     pipe = AutoPipelineForImage2Image.from_pretrained(str(model_folder))
+    return write_lora_kohya(pipe, path, rank=rank, alpha=alpha, seed=seed, scale=scale, text_encoder=text_encoder)
+
+
+def write_lora_kohya(pipe, path: str | Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0,
+                     scale: float = 0.3, text_encoder: bool = True) -> Path:
+    """build_lora_kohya for a pipeline object already in memory."""
+    import torch
+    from safetensors.torch import save_file
+
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     parts = [("lora_unet", pipe.unet, _LORA_UNET_TARGETS)]
