@@ -7,7 +7,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, whatever the caller's environment says
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -88,3 +90,23 @@ def folders(tiny_sd, tiny_sdxl, tmp_path_factory):
     (root / "styles.csv").write_text('name,prompt,negative_prompt\nfilm,"{prompt}, film grain",blurry\n'
                                      'warm,"warm light",\n')
     return root
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright (never `playwright install`: the system's chromium)."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it with apt-get)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

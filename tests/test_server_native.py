@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def client(tiny_sd):
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, max_pixels=200 * 200)
-    with TestClient(create_app(config)) as test_client:
+    with TestClient(create_app(config), base_url="http://localhost") as test_client:
         yield test_client
 
 

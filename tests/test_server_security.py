@@ -25,14 +25,14 @@ def basic(user, password):
 def locked(tiny_sd):
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, api_keys=["s3cret-key"],
                           api_auth=[("alice", "wonder:land")])
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def open_client(tiny_sd):
     with TestClient(create_app(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False)),
-                    raise_server_exceptions=False) as client:
+                    raise_server_exceptions=False, base_url="http://localhost") as client:
         yield client
 
 
@@ -77,7 +77,7 @@ def test_cors_is_off_unless_configured(open_client, tiny_sd):
     assert "access-control-allow-origin" not in response.headers
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, api_keys=["k"],
                           cors_origins=["https://app.example"])
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         preflight = client.options("/v1/health", headers={"Origin": "https://app.example",
                                                           "Access-Control-Request-Method": "GET",
                                                           "Access-Control-Request-Headers": "authorization"})
@@ -99,7 +99,7 @@ def test_unexpected_errors_are_json_500_and_logged(open_client, monkeypatch):
 
 def test_declared_content_length_over_the_limit_is_refused_at_once(tiny_sd):
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, preload=False, max_body_mb=0.001)
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         response = client.post("/sdapi/v1/png-info", json={"image": "A" * 5000})
         assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
         assert client.get("/v1/health").status_code == 200

@@ -3,7 +3,6 @@
 import base64
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,10 +19,7 @@ from img2img.images import read_infotext
 from img2img.server.app import create_app
 from img2img.server.config import ServerConfig
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def ui_client(tiny_sd, tmp_path_factory):
     history_dir = tmp_path_factory.mktemp("history")
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", preload=False, api_auth=[("ann", "pw")],
                           history_dir=str(history_dir))
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         yield client, history_dir
 
 
@@ -120,20 +116,6 @@ class Server:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs it with apt-get)")
-        pytest.skip("chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def open_page(browser, url):

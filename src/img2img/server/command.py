@@ -32,6 +32,17 @@ def serve(
     cors_origin: list[str] | None = typer.Option(None, "--cors-origin",
                                                     help="Allow browser calls from this origin; repeatable. "
                                                          "(default: CORS off)"),
+    allowed_host: list[str] | None = typer.Option(None, "--allowed-host",
+                                                     help="Also answer requests addressed to this host name (e.g. "
+                                                          "behind a proxy); repeatable. Others get 400."),
+    max_connections: int = typer.Option(256, "--max-connections",
+                                        help="Open connections and requests in progress; more get 503."),
+    client_timeout: float = typer.Option(15.0, "--client-timeout",
+                                         help="Seconds a client may take to send its request headers, or stay "
+                                              "silent while sending a body."),
+    upload_cache_mb: float = typer.Option(1024.0, "--upload-cache-mb",
+                                          help="The web UI's uploads are deleted oldest first beyond this size "
+                                               "(and after a day)."),
     preload: bool = typer.Option(True, "--preload/--lazy", help="Load the model in the background at start-up, "
                                                                "or on the first request."),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Disable the model's checker."),
@@ -66,8 +77,9 @@ def serve(
         models=specs, host=host, port=port, device=device, dtype=dtype, safety_checker=not no_safety_checker,
         api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
         max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
-        preload=preload, shutdown_grace=shutdown_grace, ui=ui, history_dir=history_dir, lora_dir=lora_dir,
-        embeddings_dir=embeddings_dir, styles_file=styles_file,
+        allowed_hosts=list(allowed_host or []), max_connections=max_connections, client_timeout=client_timeout,
+        upload_cache_mb=upload_cache_mb, preload=preload, shutdown_grace=shutdown_grace, ui=ui,
+        history_dir=history_dir, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,
     ).validate()
     where = f"web UI at http://{host}:{port}/, API docs at /docs" if ui else f"http://{host}:{port} (docs at /docs)"
     typer.echo(f"img2img server: {where}; models: {', '.join(specs) or 'sd21-base'}; "

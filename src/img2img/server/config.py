@@ -26,6 +26,10 @@ class ServerConfig:
     max_pixels: int = 16_777_216  # 4096 x 4096 input pixels
     max_body_mb: float = 50.0
     cors_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names served besides localhost and the bound address
+    max_connections: int = 256  # open connections and requests in progress; more get 503
+    client_timeout: float = 15.0  # seconds a client may take to send its headers, or pause while sending a body
+    upload_cache_mb: float = 1024.0  # the web UI's upload folder is swept back under this size
     preload: bool = True  # load the current model in the background at start-up
     shutdown_grace: float = 30.0  # seconds the running job may finish after SIGTERM before it is interrupted
     ui: bool = True  # serve the web UI at /
@@ -52,6 +56,23 @@ class ServerConfig:
                                  "max_pixels")
         if not 0 < self.max_body_mb <= 1024:
             raise InvalidRequest(f"--max-body-mb must be in (0, 1024], got {self.max_body_mb:g}", "max_body_mb")
+        if not 1 <= self.max_connections <= 100_000:
+            raise InvalidRequest(f"--max-connections must be between 1 and 100000, got {self.max_connections}",
+                                 "max_connections")
+        if not 0 < self.client_timeout <= 3600:
+            raise InvalidRequest(f"--client-timeout must be in (0, 3600] seconds, got {self.client_timeout:g}",
+                                 "client_timeout")
+        if not self.max_body_mb <= self.upload_cache_mb <= 1024 * 1024:
+            raise InvalidRequest(f"--upload-cache-mb must be at least --max-body-mb ({self.max_body_mb:g}), got "
+                                 f"{self.upload_cache_mb:g}", "upload_cache_mb")
+        for name in self.allowed_hosts:
+            if not name or any(c in name for c in "/:@ ") and not name.startswith("["):
+                raise InvalidRequest(f"--allowed-host takes a host name without scheme or port, got {name!r}",
+                                     "allowed_hosts")
+        for origin in self.cors_origins:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
+                raise InvalidRequest(f"--cors-origin takes scheme://host[:port], e.g. https://app.example, got "
+                                     f"{origin!r}", "cors_origins")
         if any(not key for key in self.api_keys):
             raise InvalidRequest("--api-key must not be empty", "api_key")
         if not is_loopback(self.host) and not self.auth_enabled and not self.insecure:

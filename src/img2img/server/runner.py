@@ -35,12 +35,68 @@ def _server_class():
     return GracefulServer
 
 
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
+MAX_HEADER_BYTES = 16 * 1024  # request line plus headers; more is answered 400
+
+
+def _protocol_class(header_timeout: float):
+    """uvicorn's h11 protocol, plus a deadline for the request line and headers: uvicorn itself waits forever
+    for a client that sends them a byte at a time (any byte even resets its keep-alive timer)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        _deadline = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # no complete request in time: drop the connection
+
+        def _follow(self) -> None:  # waiting for a new request's headers: deadline on; got them: off
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if self._deadline is None:
+                    self._arm()
+            else:
+                self._disarm()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._follow()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm() if self.conn.their_state is h11.IDLE else self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol
+
+
 def _uvicorn_config(app, config: ServerConfig, log_level: str):
     import uvicorn
 
+    # Every limit explicit: slow or idle clients are dropped, and connections are bounded (more get 503).
     return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
                           timeout_graceful_shutdown=int(config.shutdown_grace) + 60, server_header=False,
-                          proxy_headers=False)
+                          proxy_headers=False, http=_protocol_class(config.client_timeout),
+                          limit_concurrency=config.max_connections, timeout_keep_alive=KEEP_ALIVE_S,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES)
 
 
 def run_server(config: ServerConfig, log_level: str = "info") -> None:

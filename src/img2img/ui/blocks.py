@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image
@@ -17,9 +16,10 @@ from ..errors import Img2ImgError
 from ..history import History
 from ..images import read_infotext
 from ..infotext import fields_from_infotext
-from ..request import Request, effective_steps
+from ..request import MAX_PROMPT_CHARS, Request, effective_steps
 from ..schedulers import SAMPLERS, SCHEDULES
 from ..server.jobs import QueueFull, ShuttingDown
+from .files import read_upload
 
 POLL_SECONDS = 0.25
 RESIZE_CHOICES = [("crop (keep aspect, cut edges)", "crop"), ("stretch", "stretch"),
@@ -37,8 +37,13 @@ def keep_original_file(image: gr.Image) -> gr.Image:
 
 
 def launch_options(history: History) -> dict:
-    """Options gradio needs wherever the UI runs: history files may be served, styling."""
-    return {"allowed_paths": [str(history.folder)], "css": CSS}
+    """Options for gradio's own server (notebooks): history images may be served (not the database), styling."""
+    return {"allowed_paths": [str(history.images)], "css": CSS}
+
+
+def user_error(message: str) -> gr.Error:
+    """An error for the page, without a traceback in the server log: bad input is not a server fault."""
+    return gr.Error(message, print_exception=False)
 
 
 def steps_hint(steps: float, strength: float) -> str:
@@ -51,9 +56,13 @@ def steps_hint(steps: float, strength: float) -> str:
 def build_ui(service, history: History) -> gr.Blocks:
     profile = service.current.source.profile
     model_names = [slot.name for slot in service.slots]
+    max_file_bytes = service.config.max_body_bytes
 
     with gr.Blocks(title="img2img") as blocks:
         gr.Markdown("## img2img — transform a photo with a text prompt")
+        if service.config.api_keys:  # logged in with the API key through the login page: a way out
+            gr.HTML('<form method="post" action="/logout" style="text-align:right">'
+                    '<button type="submit">Log out</button></form>')
         for notice in history.notices:
             gr.Markdown(f"Note: {notice}")
         last_seed = gr.State(None)
@@ -63,9 +72,10 @@ def build_ui(service, history: History) -> gr.Blocks:
                     image_in = keep_original_file(gr.Image(label="Input image (upload, drop or paste)",
                                                            type="filepath", sources=["upload", "clipboard"],
                                                            image_mode=None, elem_id="input-image"))
-                    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
+                    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", max_length=MAX_PROMPT_CHARS,
                                         placeholder="a magical sunset over a mountain range")
-                    negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt")
+                    negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt",
+                                          max_length=MAX_PROMPT_CHARS)
                     strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Strength (how far from the input)",
                                          elem_id="strength")
                     hint = gr.Markdown(steps_hint(profile.steps, 0.75), elem_id="steps-hint")
@@ -149,7 +159,7 @@ def build_ui(service, history: History) -> gr.Blocks:
 
         def add_lora_tag(prompt_, name, weight):
             if not name:
-                raise gr.Error("Pick a LoRA first.")
+                raise user_error("Pick a LoRA first.")
             tag = f"<lora:{name}:{float(weight or 0):g}>"
             return f"{prompt_.rstrip()} {tag}".strip() if prompt_ else tag
 
@@ -160,9 +170,9 @@ def build_ui(service, history: History) -> gr.Blocks:
         def run(image_path, prompt_, negative_, strength_, steps_, cfg_, seed_, sampler_, schedule_, model_,
                 width_, height_, mode_, batch_, styles_, subseed_, subseed_strength_, clip_skip_, color_):
             if not image_path:
-                raise gr.Error("Add an input image first (upload, drop or paste one).")
-            data = Path(image_path).read_bytes()
+                raise user_error("Add an input image first (upload, drop or paste one).")
             try:
+                data = read_upload(image_path, max_file_bytes)
                 slot = service.find_model(model_, "model")
                 request = Request(prompt=prompt_ or "", negative_prompt=negative_ or "", strength=float(strength_),
                                   steps=int(steps_), cfg_scale=float(cfg_), sampler=sampler_, scheduler=schedule_,
@@ -176,7 +186,7 @@ def build_ui(service, history: History) -> gr.Blocks:
                 request, _ = service.prepare(slot, request)
                 job = service.queue.submit(lambda job: service.generate(job, slot, request, data), label=slot.name)
             except (Img2ImgError, QueueFull, ShuttingDown) as exc:
-                raise gr.Error(str(exc)) from None
+                raise user_error(str(exc)) from None
             # prepare() has fixed the seed (a random one if none was asked for), so "reuse last" can use it now
             yield (f"queued ({service.queue.depth} in queue)…", gr.update(visible=False), gr.update(), gr.update(),
                    gr.update(), request.seed)
@@ -194,7 +204,7 @@ def build_ui(service, history: History) -> gr.Blocks:
             try:
                 outcome = job.future.result()
             except Img2ImgError as exc:
-                raise gr.Error(str(exc)) from None
+                raise user_error(str(exc)) from None
             entries = [entry for result in outcome.results for entry in history.add(result, origin="ui")]
             if not entries:
                 yield ("interrupted before any image finished", gr.update(visible=False), [], None, None,
@@ -225,10 +235,13 @@ def build_ui(service, history: History) -> gr.Blocks:
         def load_params(file):
             if file is None:
                 return [gr.update()] * 15
-            text = read_infotext(Path(file if isinstance(file, str) else file.name))
-            if not text:
-                raise gr.Error("That image carries no generation parameters.")
-            fields = fields_from_infotext(text)
+            try:
+                text = read_infotext(read_upload(file if isinstance(file, str) else file.name, max_file_bytes))
+                if not text:
+                    raise user_error("That image carries no generation parameters.")
+                fields = fields_from_infotext(text)
+            except Img2ImgError as exc:
+                raise user_error(str(exc)) from None
             value = fields.get
             return (value("prompt", ""), value("negative_prompt", ""), value("strength", gr.update()),
                     value("steps", gr.update()), value("cfg_scale", gr.update()), value("seed", gr.update()),
@@ -255,7 +268,7 @@ def build_ui(service, history: History) -> gr.Blocks:
 
         def delete_selected(entry_id):
             if entry_id is None:
-                raise gr.Error("Select an entry in the history first.")
+                raise user_error("Select an entry in the history first.")
             history.delete(entry_id)
             return show_history()
 

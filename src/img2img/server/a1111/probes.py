@@ -97,9 +97,8 @@ def probe_routes(service):
         from ...images import read_infotext
         from ...infotext import parse_infotext
 
-        data = decode_base64_image(payload.image, "image")
-
         def read():
+            data = decode_base64_image(payload.image, "image")
             service.check_image(data, "image")
             image = Image.open(io.BytesIO(data))
             text = read_infotext(image) or ""

@@ -26,7 +26,8 @@ def router(service):
     @api.post("/img2img")
     async def img2img(payload: Img2ImgPayload, http: HttpRequest):
         """Image-to-image as in A1111. Interrupted jobs answer 200 with the images finished so far."""
-        translated = translate(payload, configured)
+        # Off the event loop: base64-decoding a large image and parsing an infotext are CPU work.
+        translated = await run_in_threadpool(translate, payload, configured)
         field = "override_settings.sd_model_checkpoint" if payload.override_settings and \
             "sd_model_checkpoint" in payload.override_settings else "infotext"
         slot = service.find_model(translated.model, field)
