@@ -6,7 +6,8 @@ which file an event is about. So every request to the UI's routes passes here fi
 - any `{"path": ...}` object in a JSON body must name a regular file in the upload folder (files.check_upload);
 - `/gradio_api/file=...` serves only files in the upload folder (never the history folder, never a URL);
 - routes that fetch URLs for the client (`/gradio_api/proxy=`) are closed;
-- `/gradio_api/queue/data` for a session Gradio does not know answers 404 (Gradio would fail mid-stream);
+- an event, API name, component or session Gradio does not know answers 404, and an event with the wrong
+  number of inputs 422 (Gradio would answer 500, or fail mid-stream, and log a traceback);
 - after each upload, the upload folder is swept back under its size limit.
 """
 
@@ -50,13 +51,23 @@ def file_paths(value, found: list) -> list:
     return found
 
 
-def _check_body(body: bytes, folder, max_file_bytes: int) -> None:
+def _check_body(body: bytes, folder, max_file_bytes: int):
+    """The parsed JSON body (None if it is not JSON), after checking every file it names."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        return  # not JSON: Gradio refuses it as such
+        return None  # not JSON: Gradio refuses it as such
     for path in file_paths(document, []):
         check_upload(path, folder, max_file_bytes)
+    return document
+
+
+def _api_name(path: str) -> str | None:
+    """The API name in /gradio_api/{run,api,call,call/v2}/NAME[/EVENT]."""
+    parts = path[len(API) + 1:].strip("/").split("/")
+    if parts[0] in ("run", "api", "call") and len(parts) >= 2:
+        return parts[2] if parts[1] == "v2" and len(parts) >= 3 else parts[1]
+    return None
 
 
 class UIGuard:
@@ -98,7 +109,7 @@ class UIGuard:
             except FileRefused:
                 return await _send_json(send, 403, {"error": "FileNotAvailable", "detail": REFUSED})
             return await self.app(scope, receive, send)
-        if path == f"{API}/queue/data" and not self._known_session(scope):
+        if method == "GET" and not self._known_session(path, scope):
             return await _send_json(send, 404, {"error": "NotFound", "detail": "no such session; join the queue first"})
         if time.monotonic() - self._swept > SWEEP_EVERY_S:
             threading.Thread(target=self.sweep, daemon=True).start()
@@ -122,11 +133,15 @@ class UIGuard:
         message = {"type": "http.request", "body": body, "more_body": False}
         try:
             if len(body) > BIG_BODY:
-                await run_in_threadpool(_check_body, body, self.folder, self.max_file_bytes)
+                document = await run_in_threadpool(_check_body, body, self.folder, self.max_file_bytes)
             else:
-                _check_body(body, self.folder, self.max_file_bytes)
+                document = _check_body(body, self.folder, self.max_file_bytes)
         except FileRefused:
             return await _send_json(send, 403, {"error": "FileNotAvailable", "detail": REFUSED})
+        problem = self._event_problem(path, document)
+        if problem:
+            return await _send_json(send, problem[0], {"error": "NotFound" if problem[0] == 404 else "InvalidRequest",
+                                                       "detail": problem[1]})
         delivered = False
 
         async def replay():
@@ -138,10 +153,47 @@ class UIGuard:
 
         await self.app(scope, replay, send)
 
-    def _known_session(self, scope) -> bool:
+    def _event_problem(self, path: str, document) -> tuple[int, str] | None:
+        """What Gradio would fail on with a 500: an unknown event, API name or component, or too few inputs."""
+        try:
+            fns = self.blocks.fns
+            fn = None
+            name = _api_name(path)
+            if name is not None:
+                fn = next((f for f in fns.values() if f.api_name == name), None)
+                if fn is None:
+                    return 404, f"no API endpoint named {name!r}"
+            if isinstance(document, dict) and document.get("fn_index") is not None:
+                fn = fns.get(document["fn_index"]) if isinstance(document["fn_index"], int) else None
+                if fn is None:
+                    return 404, f"no event with fn_index {document['fn_index']!r}"
+            if path.rstrip("/") == f"{API}/component_server" and isinstance(document, dict) \
+                    and document.get("component_id") not in self.blocks.blocks:
+                return 404, f"no component with id {document.get('component_id')!r}"
+            data = document.get("data") if isinstance(document, dict) else None
+            if fn is not None and isinstance(data, list) and "/call/" not in path:
+                shown = [block for block in fn.inputs if not getattr(block, "skip_api", False)]
+                if len(data) not in (len(fn.inputs), len(shown)):
+                    return 422, f"this event takes {len(fn.inputs)} input values, got {len(data)}"
+        except (AttributeError, TypeError):  # a Gradio that is built differently: let it judge for itself
+            return None
+        return None
+
+    def _known_session(self, path: str, scope) -> bool:
+        """Whether an event stream (/queue/data, /call/NAME/EVENT) names a session the queue knows."""
         from urllib.parse import parse_qs
 
-        session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
         queue = getattr(self.blocks, "_queue", None)
         pending = getattr(queue, "pending_messages_per_session", None)
-        return pending is None or session in pending
+        if pending is None:
+            return True
+        if path == f"{API}/queue/data":
+            session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
+        elif path.startswith(f"{API}/call/") and len(path[len(API) + 6:].strip("/").split("/")) >= 2:
+            event_id = path.rstrip("/").rsplit("/", 1)[1]
+            event = queue.event_ids_to_events.get(event_id)
+            session = event.session_hash if event is not None else next(
+                (s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
+        else:
+            return True
+        return session in pending
