@@ -1,8 +1,11 @@
 """Secure defaults: loopback binding, Bearer and Basic auth, /docs behind auth, CORS off by default, limits."""
 
 import base64
+import os
+import re
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -10,9 +13,12 @@ import webuiapi
 from fastapi.testclient import TestClient
 
 from img2img.errors import InvalidRequest
+from img2img.server import login
 from img2img.server.app import create_app
 from img2img.server.config import ServerConfig, is_loopback, parse_api_auth
 from img2img.server.runner import ServerThread
+from img2img.server.security import HostOriginMiddleware, split_host
+from img2img.ui.files import FileRefused, check_upload, read_upload, sweep_uploads
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,3 +162,118 @@ def test_websockets_need_auth_too(locked):
         with locked.websocket_connect("/anything"):
             pass
     assert refused.value.code == 1008
+
+
+# ---------------------------------------------------------------------------------------------- pure checks
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_connections": 0}, "--max-connections must be between 1 and 100000"),
+    ({"client_timeout": 0}, "--client-timeout must be in (0, 3600]"),
+    ({"upload_cache_mb": 10}, "--upload-cache-mb must be at least --max-body-mb (50)"),
+    ({"allowed_hosts": ["https://x.example"]}, "--allowed-host takes a host name"),
+    ({"allowed_hosts": ["x.example:8080"]}, "--allowed-host takes a host name"),
+    ({"allowed_hosts": ["[::1]:80"]}, "--allowed-host takes a host name"),
+    ({"allowed_hosts": [""]}, "--allowed-host takes a host name"),
+    ({"cors_origins": ["app.example"]}, "--cors-origin takes scheme://host[:port]"),
+    ({"cors_origins": ["https://app.example/path"]}, "--cors-origin takes scheme://host[:port]"),
+])
+def test_new_limits_are_validated(changes, message):
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        ServerConfig(**changes).validate()
+
+
+def test_valid_limits_pass():
+    ServerConfig(allowed_hosts=["img2img.lan", "[::1]"], cors_origins=["https://app.example:8443/", "*"],
+                 max_connections=1, client_timeout=0.5, upload_cache_mb=50).validate()
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("localhost:7860", ("localhost", "7860")), ("Example.ORG.", ("example.org", "")), ("[::1]:80", ("::1", "80")),
+    ("[::1", (None, "")), ("a:b", (None, "")), ("", (None, "")), ("[::1]x", (None, "")),
+])
+def test_split_host(host, expected):
+    assert split_host(host) == expected
+
+
+@pytest.mark.parametrize("bound, host, ok", [
+    ("127.0.0.1", "127.0.0.1:7860", True), ("127.0.0.1", "localhost", True), ("127.0.0.1", "[::1]:7860", True),
+    ("127.0.0.1", "127.0.0.2", True), ("127.0.0.1", "192.168.1.5:7860", False), ("127.0.0.1", "evil.example", False),
+    ("127.0.0.1", "localhost.evil.example", False), ("127.0.0.1", "img2img.lan:80", True),
+    ("0.0.0.0", "192.168.1.5:7860", True), ("0.0.0.0", "[fe80::1]:7860", True), ("0.0.0.0", "evil.example", False),
+    ("myhost.lan", "MYHOST.LAN:7860", True),
+])
+def test_host_names(bound, host, ok):
+    guard = HostOriginMiddleware(None, ServerConfig(host=bound, allowed_hosts=["img2img.lan"], insecure=True))
+    assert guard.host_allowed(host) == ok
+
+
+@pytest.mark.parametrize("origin, host, scheme, ok", [
+    ("http://localhost:7860", "localhost:7860", "http", True),
+    ("http://localhost:7860/", "localhost:7860", "http", True),
+    ("http://localhost", "localhost:80", "http", True),  # default ports
+    ("https://localhost:7860", "localhost:7860", "http", False),  # another scheme
+    ("http://localhost:7861", "localhost:7860", "http", False),  # another port
+    ("http://127.0.0.1:7860", "localhost:7860", "http", False),  # another host
+    ("null", "localhost:7860", "http", False),
+    ("http://localhost:7860", "localhost:7860", "ws", True),  # a websocket from the page itself
+    ("https://app.example", "localhost:7860", "http", True),  # --cors-origin
+])
+def test_origins(origin, host, scheme, ok):
+    guard = HostOriginMiddleware(None, ServerConfig(cors_origins=["https://app.example"]))
+    assert guard.origin_allowed(origin, host, scheme) == ok
+
+
+def test_login_tokens():
+    token = login.make_token("key-one", 2_000_000_000)
+    assert "key-one" not in token
+    assert login.token_valid(token, ["other", "key-one"], now=1_999_999_999)
+    assert not login.token_valid(token, ["key-one"], now=2_000_000_001)  # expired
+    assert not login.token_valid(token, ["key-two"], now=0)  # the key changed
+    assert not login.token_valid(login.make_token("key-one", 2_100_000_000)[:-1] + "0", ["key-one"], now=0)
+    assert not login.token_valid("3000000000." + token.split(".")[1], ["key-one"], now=0)  # expiry is signed
+    assert [login.safe_next(v) for v in ("/a?b=1", "//evil.example", "/\\evil", "https://x", "/x\r\nSet-Cookie: a")] \
+        == ["/a?b=1", "/", "/", "/", "/"]
+    assert login.secure_context("http", "127.0.0.1:7860") and login.secure_context("http", "[::1]:1")
+    assert login.secure_context("https", "img2img.example") and not login.secure_context("http", "192.168.1.5")
+
+
+def test_upload_checks(tmp_path):
+    folder = tmp_path / "uploads"
+    (folder / "a").mkdir(parents=True)
+    good = folder / "a" / "photo.png"
+    good.write_bytes(b"x" * 10)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"s")
+    (folder / "out.png").symlink_to(outside)
+    (folder / "in.png").symlink_to(good)
+    os.mkfifo(folder / "pipe.png")
+    folder = folder.resolve()
+    assert check_upload(str(good), folder) == good.resolve()
+    assert check_upload(str(folder / "in.png"), folder) == good.resolve()  # a link within the folder is fine
+    assert read_upload(str(good), 10, folder) == b"x" * 10
+    for path in (outside, folder / "out.png", folder / "pipe.png", folder / "a", folder / "missing.png",
+                 folder / "a" / ".." / ".." / "secret.png", "", "/dev/zero"):
+        with pytest.raises(FileRefused, match="only files uploaded through this page"):
+            read_upload(str(path), 10, folder)
+    with pytest.raises(FileRefused):
+        read_upload(str(good), 9, folder)  # over the size cap
+
+
+def test_upload_sweep(tmp_path):
+    now = time.time()
+    files = []
+    for i, (age, size) in enumerate([(90_000, 10), (300, 40), (200, 40), (100, 40)]):
+        path = tmp_path / f"d{i}" / "f.png"
+        path.parent.mkdir()
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - age, now - age))
+        files.append(path)
+    (tmp_path / "link.png").symlink_to(files[3])
+    left = sweep_uploads(tmp_path, max_bytes=90, max_age_s=86_400, now=now)
+    assert left == 80
+    assert [p.exists() for p in files] == [False, False, True, True]  # too old, then the oldest over the size
+    assert not (tmp_path / "link.png").is_symlink()  # not a regular file
+    assert (tmp_path / "d0").exists()  # emptied just now: Gradio may be about to write into such a folder
+    assert sweep_uploads(tmp_path, max_bytes=90, max_age_s=86_400, now=time.time() + 120) == 80
+    assert not (tmp_path / "d0").exists() and not (tmp_path / "d1").exists() and (tmp_path / "d2").exists()

@@ -66,13 +66,14 @@ class ServerConfig:
             raise InvalidRequest(f"--upload-cache-mb must be at least --max-body-mb ({self.max_body_mb:g}), got "
                                  f"{self.upload_cache_mb:g}", "upload_cache_mb")
         for name in self.allowed_hosts:
-            if not name or any(c in name for c in "/:@ ") and not name.startswith("["):
+            if not _is_host_name(name):
                 raise InvalidRequest(f"--allowed-host takes a host name without scheme or port, got {name!r}",
                                      "allowed_hosts")
         for origin in self.cors_origins:
-            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
-                raise InvalidRequest(f"--cors-origin takes scheme://host[:port], e.g. https://app.example, got "
-                                     f"{origin!r}", "cors_origins")
+            well_formed = origin.startswith(("http://", "https://")) and origin.rstrip("/").count("/") == 2
+            if origin != "*" and not well_formed:
+                raise InvalidRequest("--cors-origin takes scheme://host[:port], e.g. https://app.example, or '*'; "
+                                     f"got {origin!r}", "cors_origins")
         if any(not key for key in self.api_keys):
             raise InvalidRequest("--api-key must not be empty", "api_key")
         if not is_loopback(self.host) and not self.auth_enabled and not self.insecure:
@@ -82,6 +83,16 @@ class ServerConfig:
                 "host",
             )
         return self
+
+
+def _is_host_name(name: str) -> bool:
+    """A name or address as in a Host header, without scheme, port or path: "img2img.lan", "[::1]"."""
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            return ipaddress.ip_address(name[1:-1]).version == 6
+        except ValueError:
+            return False
+    return bool(name) and not any(c in name for c in "/:@ []")
 
 
 def is_loopback(host: str) -> bool:

@@ -75,6 +75,7 @@ class HostOriginMiddleware:
         self.names = {"localhost", bound, *(name.lower().strip("[]").rstrip(".") for name in config.allowed_hosts)}
         self.any_address = bound in ("0.0.0.0", "::")
         self.origins = {origin.rstrip("/").lower() for origin in config.cors_origins}
+        self.any_origin = "*" in self.origins  # --cors-origin '*': every site may call (never the default)
 
     def host_allowed(self, host: str) -> bool:
         name = split_host(host)[0]
@@ -90,7 +91,7 @@ class HostOriginMiddleware:
 
     def origin_allowed(self, origin: str, host: str, scheme: str) -> bool:
         origin = origin.strip().rstrip("/").lower()
-        if origin in self.origins:
+        if self.any_origin or origin in self.origins:
             return True
         origin_scheme, sep, origin_host = origin.partition("://")
         ours = {"ws": "http", "wss": "https"}.get(scheme, scheme)
