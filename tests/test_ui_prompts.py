@@ -1,13 +1,13 @@
 """The web UI's LoRA and style pickers and prompt options, driven in a real browser."""
 
 import pytest
-from test_ui import ARTIFACTS, Server, browser, open_page  # noqa: F401  (browser is a fixture)
+from test_ui import ARTIFACTS, Server, open_page
 
 from img2img.images import read_infotext
 
 
 @pytest.mark.timeout(600)
-def test_browser_lora_and_style_pickers(browser, tiny_sd, folders, square_path, tmp_path):  # noqa: F811
+def test_browser_lora_and_style_pickers(browser, tiny_sd, folders, square_path, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     server = Server(tiny_sd, tmp_path / "history", "--lora-dir", str(folders / "loras"),
                     "--embeddings-dir", str(folders / "embeddings"), "--styles-file", str(folders / "styles.csv"))
