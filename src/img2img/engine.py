@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import networks, styles
+from .backends import Acceleration, sized_for
+from .backends.autoencoders import vae_name
 from .errors import Interrupted
 from .geometry import plan_resize, target_size
 from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
@@ -36,9 +38,13 @@ class Engine:
     def __init__(self, model: str | None = None, *, device: str | None = None, dtype: str | None = None,
                  safety_checker: bool = True, allow_unsafe_checkpoint: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, config: str | None = None,
-                 lora_dir=None, embeddings_dir=None, styles_file=None, cache: PipelineCache = CACHE):
+                 lora_dir=None, embeddings_dir=None, styles_file=None, vae: str | None = None,
+                 backend: str = "auto", compile: bool | str = False, offload: str = "auto",
+                 cpu_threads: int | None = None, cache: PipelineCache = CACHE):
         self.source = resolve_model(model, allow_unsafe_checkpoint=allow_unsafe_checkpoint)
         self.device, self.dtype = choose_device(device, dtype)
+        self.acceleration = Acceleration(backend, vae, compile, offload).validated(self.device)
+        self.cpu_threads = _set_cpu_threads(cpu_threads)
         self.safety_checker = safety_checker
         self.max_pixels = max_pixels
         self.config = config
@@ -54,7 +60,7 @@ class Engine:
 
     def load(self) -> LoadedModel:
         return self._cache.get(self.source, self.device, self.dtype, safety_checker=self.safety_checker,
-                               config=self.config)
+                               config=self.config, acceleration=self.acceleration)
 
     def interrupt(self) -> None:
         """Stop the running generation at its next step; it raises Interrupted."""
@@ -124,7 +130,9 @@ class Engine:
                 # 8. prompts: A1111 syntax -> text embeddings for every denoising step
                 conditioning = _conditioning(pipe, request, embeddings)
                 # 9. denoise, switching embeddings where the prompt schedule says so
-                output = self._denoise(pipe, request, prepared, generators, conditioning, on_step)
+                with sized_for(pipe, width, height, request.batch_size) as size_notices:  # tiles for big outputs
+                    output = self._denoise(pipe, request, prepared, generators, conditioning, on_step)
+            notices += size_notices
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
             # 10. half-precision VAEs can overflow to NaN (a black image): decode again in float32
@@ -153,7 +161,8 @@ class Engine:
         infotexts = [
             format_infotext(request.prompt, request.negative_prompt,
                             _params(request, seed, subseeds[i] if subseeds else None, width, height, model,
-                                    loaded_image.digest, extra))
+                                    loaded_image.digest, extra,
+                                    self.acceleration.vae))
             for i, seed in enumerate(seeds)
         ]
         return Result(images=images, seeds=seeds, infotexts=infotexts,
@@ -208,8 +217,18 @@ def _conditioning(pipe, request: Request, embeddings):
                         zero_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)))
 
 
+def _set_cpu_threads(count: int | None) -> int:
+    """torch's CPU threads: the physical core count unless told (hyper-threads only slow the math down)."""
+    from .backends.cpu import set_threads
+    from .request import _check_int
+
+    if count is not None:
+        _check_int("cpu_threads", count, 1, 1024)
+    return set_threads(count)
+
+
 def _params(request: Request, seed: int, subseed: int | None, width: int, height: int, model: LoadedModel,
-            digest: str, extra: dict) -> dict:
+            digest: str, extra: dict, vae: str | None = None) -> dict:
     return {
         "Steps": request.steps,
         "Sampler": request.sampler,
@@ -219,6 +238,7 @@ def _params(request: Request, seed: int, subseed: int | None, width: int, height
         "Size": f"{width}x{height}",
         "Model hash": model.model_hash,
         "Model": model.source.name,
+        "VAE": vae_name(vae),  # None (the model's own) is left out, as A1111 does
         "Variation seed": subseed,
         "Variation seed strength": request.subseed_strength if subseed is not None else None,
         "Denoising strength": request.strength,
@@ -262,8 +282,11 @@ def _decode_in_float32(pipe, latents, nsfw: list[bool]):
 
 def transform(image, prompt: str = "", *, model: str | None = None, device: str | None = None,
               dtype: str | None = None, safety_checker: bool = True, on_step: StepCallback | None = None,
-              lora_dir=None, embeddings_dir=None, styles_file=None, **fields) -> Result:
+              lora_dir=None, embeddings_dir=None, styles_file=None, vae: str | None = None,
+              backend: str = "auto", compile: bool | str = False, offload: str = "auto",
+              cpu_threads: int | None = None, **fields) -> Result:
     """One-call image-to-image. Repeated calls reuse the loaded pipeline (it stays cached)."""
     engine = Engine(model, device=device, dtype=dtype, safety_checker=safety_checker, lora_dir=lora_dir,
-                    embeddings_dir=embeddings_dir, styles_file=styles_file)
+                    embeddings_dir=embeddings_dir, styles_file=styles_file, vae=vae, backend=backend,
+                    compile=compile, offload=offload, cpu_threads=cpu_threads)
     return engine.transform(image, prompt, on_step=on_step, **fields)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .backends import Acceleration
 from .errors import InvalidRequest, ModelNotAvailable
 
 DEFAULT_MODEL = "sd21-base"
@@ -107,7 +108,9 @@ _DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "float32"
 
 
 def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
-    """(device, dtype) names. Auto: CUDA with float16, else Apple MPS, else CPU, both float32."""
+    """(device, dtype) names. Auto: CUDA with float16, else Apple MPS with float32, else the CPU with bfloat16
+    where it computes bfloat16 natively (AVX-512 BF16, AMX), float32 elsewhere. IMG2IMG_DTYPE sets the
+    automatic dtype for every device."""
     import torch
 
     if device in (None, "", "auto"):
@@ -125,7 +128,11 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InvalidRequest("device mps was asked for, but it is not available here", "device")
     if dtype in (None, "", "auto"):
-        dtype = "float16" if kind == "cuda" else "float32"
+        dtype = os.environ.get("IMG2IMG_DTYPE", "").strip() or "auto"
+    if dtype == "auto":
+        from .backends.cpu import native_bf16
+
+        dtype = "float16" if kind == "cuda" else "bfloat16" if kind == "cpu" and native_bf16() else "float32"
     elif dtype.lower() in _DTYPES:
         dtype = _DTYPES[dtype.lower()]
     else:
@@ -355,15 +362,19 @@ def _sha256_file(path: str, mtime: int, size: int) -> str:
 
 
 def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
-               config: str | None = None) -> LoadedModel:
+               config: str | None = None, acceleration: Acceleration | None = None) -> LoadedModel:
     """Load the image-to-image pipeline for a source onto a device. Never the text-to-image class."""
+    from . import backends
+
     quiet_libraries()
     if source.kind == "file":
         pipe = _load_single_file(source, dtype, safety_checker, config)
     else:
         pipe = _load_pretrained(source, dtype, safety_checker)
-    if device != "cpu":  # loaded on the CPU; moving is a no-op there
-        pipe = pipe.to(device)
+    # moves it to the device (or sets up offload), swaps the autoencoder or backend; says what it chose
+    weights_hash = model_hash(source)
+    backends.apply(pipe, acceleration or Acceleration(), device, dtype, is_xl="XL" in type(pipe).__name__,
+                   model_hash=weights_hash, progress=_say)
     pipe.set_progress_bar_config(disable=True)
     vae_scale = getattr(pipe, "vae_scale_factor", 8)
     sample_size = pipe.unet.config.sample_size
@@ -371,7 +382,13 @@ def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: 
     notices = []
     if not safety_checker and "safety_checker" in getattr(pipe, "_optional_components", []):
         notices.append("safety checker disabled")
-    return LoadedModel(pipe, source, device, dtype, native, model_hash(source), notices)
+    return LoadedModel(pipe, source, device, dtype, native, weights_hash, notices)
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 class PipelineCache:
@@ -386,8 +403,9 @@ class PipelineCache:
         self._lock = threading.Lock()
 
     def get(self, source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
-            config: str | None = None) -> LoadedModel:
-        key = (source.kind, source.location, device, dtype, safety_checker, config)
+            config: str | None = None, acceleration: Acceleration | None = None) -> LoadedModel:
+        acceleration = acceleration or Acceleration()
+        key = (source.kind, source.location, device, dtype, safety_checker, config, acceleration)
         with self._lock:
             if key in self._items:
                 self._items[key] = self._items.pop(key)  # most recently used last
@@ -395,7 +413,8 @@ class PipelineCache:
             while self._items and len(self._items) >= self.capacity:
                 self._items.pop(next(iter(self._items)))
                 _free_memory()
-            loaded = load_model(source, device, dtype, safety_checker=safety_checker, config=config)
+            loaded = load_model(source, device, dtype, safety_checker=safety_checker, config=config,
+                                acceleration=acceleration)
             self._items[key] = loaded
             return loaded
 
