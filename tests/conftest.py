@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, whatever the caller's environment says
+# Automatic dtype is bfloat16 on CPUs with native bf16; tests compare bytes with bare float32 diffusers, so
+# they pin float32 (tests of the automatic choice remove this).
+os.environ["IMG2IMG_DTYPE"] = "float32"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import shutil  # noqa: E402
@@ -44,6 +47,14 @@ def tiny_sdxl(tmp_path_factory):
 def tiny_sd_inpainting(tmp_path_factory):
     """A tiny dedicated inpainting model: 9-channel UNet."""
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-inpainting", inpainting=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd(tmp_path_factory):
+    """A tiny AutoencoderTiny (TAESD's architecture with 8 channels), saved as a diffusers folder."""
+    from img2img.testing import build_tiny_autoencoder
+
+    return build_tiny_autoencoder(tmp_path_factory.mktemp("models") / "tiny-taesd")
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,11 @@ def run(
     lora_dir: opt.LoraDir = None,
     embeddings_dir: opt.EmbeddingsDir = None,
     styles_file: opt.StylesFile = None,
+    vae: opt.Vae = None,
+    backend: opt.Backend = None,
+    compile: opt.Compile = False,
+    offload: opt.Offload = None,
+    cpu_threads: opt.CpuThreads = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output paths."),
 ):
     """Transform IMAGE(s) with a prompt and save the results with their parameters."""
@@ -102,14 +107,15 @@ def run(
     request = Request(**fields)
     engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
                     allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-                    config=model_config, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file)
+                    config=model_config, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,
+                    **opt.engine_speed_kwargs(vae, backend, compile, offload, cpu_threads))
     if model_config is not None and engine.source.kind != "file":
         raise InvalidRequest("--model-config is only used with a single-file .safetensors --model")
     request = engine.prepare(request)  # fail on bad parameters before any model loads
     if not quiet:
         where = "" if engine.source.kind != "hub" or engine.source.name == engine.source.location \
             else f" ({engine.source.location})"
-        err.print(f"model {engine.source.name}{where} on {engine.device}, {engine.dtype}; "
+        err.print(f"model {engine.source.name}{where} on {engine.device}, {engine.dtype}{_speed_summary(engine)}; "
                   f"{request.steps} steps x strength {request.strength:g} = "
                   f"{request.effective_steps} denoising steps")
     inputs = {p.resolve() for p in images}
@@ -143,6 +149,16 @@ def run(
                     err.print(f"[yellow]note:[/] {line}")
     if failures:
         raise typer.Exit(2)
+
+
+def _speed_summary(engine) -> str:
+    """What the user did not choose but should know: automatic bf16, threads, the autoencoder and backend."""
+    parts = []
+    if engine.device == "cpu":
+        parts.append(f"{engine.cpu_threads} threads")
+    if engine.acceleration.backend != "torch" or engine.acceleration.vae or engine.acceleration.compile:
+        parts.append(engine.acceleration.describe())
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _run_one(engine, request, image_path: Path, quiet: bool, err):

@@ -61,3 +61,25 @@ def prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction)
     given = {"subseed": subseed, "subseed_strength": subseed_strength, "clip_skip": clip_skip,
              "styles": tuple(style) if style else None, "color_correction": color_correction or None}
     return {k: v for k, v in given.items() if v is not None}
+
+# How the model runs (run, batch and serve): see backends/.
+Vae = Annotated[str | None, typer.Option(
+    "--vae", help="Autoencoder: taesd (tiny and fast, from the hub), a hub id, a VAE folder or .safetensors. "
+                  "(default: the model's own)")]
+Backend = Annotated[str | None, typer.Option(
+    "--backend", help="torch, or openvino (CPU; needs the openvino extra; exports the model once). "
+                      "(default: torch)")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet and VAE (slow first start).")]
+Offload = Annotated[str | None, typer.Option(
+    "--offload", help="CUDA: none, model or sequential CPU offload for small GPUs. (default: auto, from free "
+                      "memory)")]
+CpuThreads = Annotated[int | None, typer.Option(
+    "--cpu-threads", help="Torch CPU threads. (default: the number of physical cores)")]
+
+
+def engine_speed_kwargs(vae: str | None, backend: str | None, compile: bool, offload: str | None,
+                        cpu_threads: int | None) -> dict:
+    """The Engine arguments of the options above (None: the Engine's default)."""
+    given = {"vae": vae, "backend": backend, "compile": compile or None, "offload": offload,
+             "cpu_threads": cpu_threads}
+    return {key: value for key, value in given.items() if value is not None}

@@ -157,6 +157,17 @@ def build_tiny_sdxl(folder: str | Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_autoencoder(folder: str | Path, *, seed: int = 0) -> Path:
+    """A tiny AutoencoderTiny folder (TAESD's layout with 8 channels), usable as --vae FOLDER."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    vae = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8))
+    vae.save_pretrained(str(folder))
+    return Path(folder)
+
+
 def _remove_tree(path: Path) -> None:
     import shutil
 

@@ -100,12 +100,13 @@ def apply(pipe, acceleration: Acceleration, device: str, dtype: str, *, is_xl: b
 
 @contextmanager
 def sized_for(pipe, width: int, height: int, batch_size: int, *,
-              tile_above: int = TILE_ABOVE_PIXELS) -> Iterator[list[str]]:
+              tile_above: int | None = None) -> Iterator[list[str]]:
     """During one call: VAE tiling for outputs over `tile_above` pixels, one image at a time for batches.
 
     The flags live on the shared VAE module, so they are restored afterwards (calls are serialized).
     Yields notices for the result.
     """
+    tile_above = TILE_ABOVE_PIXELS if tile_above is None else tile_above
     vae = pipe.vae
     saved = (getattr(vae, "use_tiling", None), getattr(vae, "use_slicing", None))
     notices = []

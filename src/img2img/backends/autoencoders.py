@@ -65,8 +65,9 @@ def _from_file(path: Path, dtype, reference_config):
         weights = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise ModelNotAvailable(f"{path}: not a readable .safetensors file ({exc})") from None
-    if any(k.startswith(("encoder.layers.", "decoder.layers.")) for k in weights):
-        vae = AutoencoderTiny()
+    if "encoder.layers.0.weight" in weights:  # a tiny autoencoder; its width is in its first layer
+        width = weights["encoder.layers.0.weight"].shape[0]
+        vae = AutoencoderTiny(encoder_block_out_channels=(width,) * 4, decoder_block_out_channels=(width,) * 4)
     else:
         vae = AutoencoderKL.from_config(reference_config)
         if any(k.startswith("encoder.down.") for k in weights):  # original layout, as A1111 loads it
@@ -77,7 +78,7 @@ def _from_file(path: Path, dtype, reference_config):
     if missing:
         raise ModelNotAvailable(f"{path}: not a VAE for this model ({len(missing)} weights missing, "
                                 f"e.g. {missing[0]})")
-    return vae.to(getattr(torch, dtype))
+    return vae.to(getattr(torch, dtype)).eval()
 
 
 def _from_hub(repo: str, dtype):

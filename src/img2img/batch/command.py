@@ -59,6 +59,10 @@ def batch(
     lora_dir: opt.LoraDir = None,
     embeddings_dir: opt.EmbeddingsDir = None,
     styles_file: opt.StylesFile = None,
+    vae: opt.Vae = None,
+    backend: opt.Backend = None,
+    compile: opt.Compile = False,
+    offload: opt.Offload = None,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include images in subfolders of SOURCE."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist but are not "
                                                               "logged as done (done items are always skipped)."),
@@ -112,7 +116,8 @@ def batch(
                            device=device, dtype=dtype, safety_checker=not no_safety_checker,
                            allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels,
                            cpu_threads=cpu_threads, lora_dir=_path(lora_dir),
-                           embeddings_dir=_path(embeddings_dir), styles_file=_path(styles_file))
+                           embeddings_dir=_path(embeddings_dir), styles_file=_path(styles_file), vae=vae,
+                           backend=backend or "torch", compile=compile, offload=offload or "auto")
     generator = options.engine()
     given_fields = {
         "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,

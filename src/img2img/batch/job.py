@@ -58,6 +58,10 @@ class BatchOptions:
     lora_dir: str | None = None  # resolved to absolute paths, so Ray workers find the same files
     embeddings_dir: str | None = None
     styles_file: str | None = None
+    vae: str | None = None
+    backend: str = "torch"
+    compile: bool = False
+    offload: str = "auto"
 
     def engine(self):
         from ..engine import Engine
@@ -65,7 +69,9 @@ class BatchOptions:
         kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
         return Engine(self.model, device=self.device, dtype=self.dtype, safety_checker=self.safety_checker,
                       allow_unsafe_checkpoint=self.allow_unsafe_checkpoint, lora_dir=self.lora_dir,
-                      embeddings_dir=self.embeddings_dir, styles_file=self.styles_file, **kwargs)
+                      embeddings_dir=self.embeddings_dir, styles_file=self.styles_file, vae=self.vae,
+                      backend=self.backend, compile=self.compile, offload=self.offload,
+                      cpu_threads=self.cpu_threads, **kwargs)
 
     def apply_threads(self) -> None:
         if self.cpu_threads:

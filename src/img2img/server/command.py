@@ -20,6 +20,15 @@ def serve(
                                                                 "switch among the configured ones only."),
     device: str | None = typer.Option(None, help="auto, cuda, cuda:N, mps or cpu. (default: auto)"),
     dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
+    vae: str | None = typer.Option(None, "--vae", help="Autoencoder: taesd, a hub id, a VAE folder or "
+                                                       ".safetensors. (default: the model's own)"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; exports each model once)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet and VAE; compiled once at "
+                                                          "load, reused by every request."),
+    offload: str = typer.Option("auto", "--offload", help="CUDA: none, model or sequential. (default: auto, "
+                                                          "from free memory)"),
+    cpu_threads: int | None = typer.Option(None, "--cpu-threads", help="Torch CPU threads. (default: the "
+                                                                          "number of physical cores)"),
     api_key: list[str] | None = typer.Option(None, "--api-key", envvar="IMG2IMG_API_KEY",
                                                 help="Require 'Authorization: Bearer KEY'; repeatable. "
                                                      "Env: IMG2IMG_API_KEY (keeps it out of `ps`)."),
@@ -74,7 +83,8 @@ def serve(
 
     specs = list(model or []) + [m.strip() for m in (models or "").split(",") if m.strip()]
     config = ServerConfig(
-        models=specs, host=host, port=port, device=device, dtype=dtype, safety_checker=not no_safety_checker,
+        models=specs, host=host, port=port, device=device, dtype=dtype, vae=vae, backend=backend, compile=compile,
+        offload=offload, cpu_threads=cpu_threads, safety_checker=not no_safety_checker,
         api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
         max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
         allowed_hosts=list(allowed_host or []), max_connections=max_connections, client_timeout=client_timeout,

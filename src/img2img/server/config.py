@@ -18,6 +18,11 @@ class ServerConfig:
     port: int = 7860
     device: str | None = None
     dtype: str | None = None
+    vae: str | None = None  # how the models run: see backends.Acceleration
+    backend: str = "torch"
+    compile: bool = False
+    offload: str = "auto"
+    cpu_threads: int | None = None
     safety_checker: bool = True
     api_keys: list[str] = field(default_factory=list)
     api_auth: list[tuple[str, str]] = field(default_factory=list)  # (user, password) pairs
@@ -74,6 +79,15 @@ class ServerConfig:
             if origin != "*" and not well_formed:
                 raise InvalidRequest("--cors-origin takes scheme://host[:port], e.g. https://app.example, or '*'; "
                                      f"got {origin!r}", "cors_origins")
+        from ..backends import BACKENDS, OFFLOAD_MODES
+
+        if self.backend not in BACKENDS:
+            raise InvalidRequest(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}", "backend")
+        if self.offload not in OFFLOAD_MODES:
+            raise InvalidRequest(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}",
+                                 "offload")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise InvalidRequest(f"--cpu-threads must be 1 or more, got {self.cpu_threads}", "cpu_threads")
         if any(not key for key in self.api_keys):
             raise InvalidRequest("--api-key must not be empty", "api_key")
         if not is_loopback(self.host) and not self.auth_enabled and not self.insecure:

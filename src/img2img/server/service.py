@@ -73,11 +73,13 @@ class ModelSlot:
             if self._engine is None:
                 from ..engine import Engine
 
-                self._engine = Engine(self.spec, device=self._config.device, dtype=self._config.dtype,
-                                      safety_checker=self._config.safety_checker,
-                                      max_pixels=self._config.max_pixels, lora_dir=self._config.lora_dir,
-                                      embeddings_dir=self._config.embeddings_dir,
-                                      styles_file=self._config.styles_file)
+                config = self._config
+                self._engine = Engine(self.spec, device=config.device, dtype=config.dtype,
+                                      safety_checker=config.safety_checker, max_pixels=config.max_pixels,
+                                      lora_dir=config.lora_dir, embeddings_dir=config.embeddings_dir,
+                                      styles_file=config.styles_file, vae=config.vae, backend=config.backend,
+                                      compile=config.compile, offload=config.offload,
+                                      cpu_threads=config.cpu_threads)
             return self._engine
 
     @property
