@@ -12,14 +12,15 @@ CPU, allocated memory on CUDA) and the total, and prints medians and the ratio o
     # the CPU target: 512², one UNet step (2 steps x strength 0.5), no CFG, tiny autoencoder, automatic settings
     flock /work/team/bench.lock python benchmarks/speed.py --ours "vae=taesd"
     # several img2img configurations in the same run
-    python benchmarks/speed.py --ours "dtype=float32" --ours "" --ours "vae=taesd" --ours "vae=taesd,backend=openvino"
+    python benchmarks/speed.py --ours "dtype=float32,backend=torch" --ours "vae=taesd,backend=torch" --ours "vae=taesd"
     # a GPU: SD 2.1 base, 512², 25 steps x 0.75, CFG 7, against bare diffusers float16 eager
     python benchmarks/speed.py --device cuda --steps 25 --strength 0.75 --cfg 7 --ours "" --ours "compile=true"
     # a big photo at an explicit size, memory only (no bare run)
     python benchmarks/speed.py --photo 4000x3000 --size 2048x1536 --runs 1 --no-bare --ours ""
 
 Each --ours is a comma-separated list of Engine arguments (dtype, vae, backend, compile, offload, cpu_threads);
-"" means all automatic. `vae=taesd` uses the random TAESD-shaped autoencoder built here, not a download.
+"" means all automatic (on a CPU: bfloat16 where it is native, OpenVINO when installed, physical cores).
+`vae=taesd` uses the random TAESD-shaped autoencoder built here, not a download.
 """
 
 from __future__ import annotations
@@ -367,7 +368,8 @@ def main() -> None:
         pipe = engines[label].load().pipe
         clock.attach(pipe)
         print(f"{label}: warm-up (incl. loading) {time.perf_counter() - start:.1f} s on {result.device}, "
-              f"{result.dtype}" + (f"; notes: {'; '.join(result.notices)}" if result.notices else ""), flush=True)
+              f"{result.dtype}, {engines[label].acceleration.describe()}, {engines[label].cpu_threads} CPU threads"
+              + (f"; notes: {'; '.join(result.notices)}" if result.notices else ""), flush=True)
         flops = flops or unet_tflop(pipe, width, height, options.cfg, device)
     bare_label = None
     if not options.no_bare:

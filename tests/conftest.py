@@ -8,6 +8,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, whatever the call
 # Automatic dtype is bfloat16 on CPUs with native bf16; tests compare bytes with bare float32 diffusers, so
 # they pin float32 (tests of the automatic choice remove this).
 os.environ["IMG2IMG_DTYPE"] = "float32"
+# Likewise the automatic backend is OpenVINO where it is installed (the test extra installs it); tests of it
+# ask for it by name.
+os.environ["IMG2IMG_BACKEND"] = "torch"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import shutil  # noqa: E402

@@ -82,7 +82,7 @@ def test_cpu_threads_are_set_and_validated(tiny_sd):
 # ---------------------------------------------------------------- choices refused early
 
 @pytest.mark.parametrize("options, device, message", [
-    ({"backend": "tensorrt"}, "cpu", "backend must be one of torch, openvino"),
+    ({"backend": "tensorrt"}, "cpu", "backend must be one of auto, torch, openvino"),
     ({"offload": "model"}, "cpu", "nothing to offload to"),
     ({"offload": "sometimes"}, "cuda", "offload must be one of"),
     ({"backend": "openvino", "compile": True}, "cpu", "OpenVINO compiles its own"),
@@ -291,7 +291,7 @@ def test_run_flags_reach_the_engine(tmp_path, tiny_sd, tiny_taesd, square_path, 
         assert "VAE: tiny-taesd" in read_infotext(out) and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    for flags, message in ((("--backend", "onnx"), "backend must be one of torch, openvino"),
+    for flags, message in ((("--backend", "onnx"), "backend must be one of auto, torch, openvino"),
                            (("--offload", "model"), "nothing to offload to"),
                            (("--backend", "openvino", "--compile"), "OpenVINO compiles its own"),
                            (("--cpu-threads", 0), "cpu_threads must be between 1")):
@@ -316,3 +316,18 @@ def test_serve_and_batch_accept_the_speed_flags():
         help_text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
         for flag in ("--vae", "--backend", "--compile", "--offload", "--cpu-threads"):
             assert flag in help_text, (command, flag)
+
+
+def test_automatic_backend(monkeypatch):
+    import img2img.backends as backends
+
+    monkeypatch.delenv("IMG2IMG_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    assert Acceleration().validated("cpu").backend == "openvino"
+    assert Acceleration(compile=True).validated("cpu").backend == "torch"  # compiling is torch's
+    assert Acceleration().validated("cuda").backend == "torch"
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    assert Acceleration().validated("cpu").backend == "torch"
+    monkeypatch.setenv("IMG2IMG_BACKEND", "openvino")
+    assert Acceleration().validated("cpu").backend == "openvino"
+    assert Acceleration(backend="torch").validated("cpu").backend == "torch"  # explicit wins

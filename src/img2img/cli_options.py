@@ -67,8 +67,8 @@ Vae = Annotated[str | None, typer.Option(
     "--vae", help="Autoencoder: taesd (tiny and fast, from the hub), a hub id, a VAE folder or .safetensors. "
                   "(default: the model's own)")]
 Backend = Annotated[str | None, typer.Option(
-    "--backend", help="torch, or openvino (CPU; needs the openvino extra; exports the model once). "
-                      "(default: torch)")]
+    "--backend", help="torch or openvino (CPU; the openvino extra; exports each model once). (default: auto: "
+                      "openvino on the CPU when installed, else torch)")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet and VAE (slow first start).")]
 Offload = Annotated[str | None, typer.Option(
     "--offload", help="CUDA: none, model or sequential CPU offload for small GPUs. (default: auto, from free "

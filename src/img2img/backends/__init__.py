@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidRequest
 
-BACKENDS = ("torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino")
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
 # Above this many output pixels the VAE decodes (and encodes) in overlapping tiles: its memory grows with the
 # image area (a 2048x1536 decode needs >20 GB in one piece) while tiles keep it flat.
@@ -27,13 +27,13 @@ TILE_ABOVE_PIXELS = 1_500_000
 class Acceleration:
     """Load-time speed choices. None/"auto" values are decided for the device when the model loads."""
 
-    backend: str = "torch"
+    backend: str = "auto"  # openvino on the CPU when its extra is installed (IMG2IMG_BACKEND overrides), else torch
     vae: str | None = None  # None: the model's own; "taesd" (the family's tiny one), a hub id, folder or file
     compile: bool | str = False  # True: torch.compile with inductor; a string names another torch backend
     offload: str = "auto"  # CUDA only: none, model (one component at a time), sequential (layer by layer)
 
     def validated(self, device: str) -> Acceleration:
-        backend = (self.backend or "torch").lower()
+        backend = (self.backend or "auto").lower()
         if backend not in BACKENDS:
             raise InvalidRequest(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}", "backend")
         offload = (self.offload or "auto").lower()
@@ -41,6 +41,8 @@ class Acceleration:
             raise InvalidRequest(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}",
                                  "offload")
         kind = device.split(":")[0]
+        if backend == "auto":
+            backend = automatic_backend(kind, compile=bool(self.compile))
         if offload in ("model", "sequential") and kind != "cuda":
             raise InvalidRequest(f"offload {offload} moves weights between CPU and a CUDA GPU; "
                                  f"device {device} has nothing to offload to", "offload")
@@ -66,6 +68,23 @@ class Acceleration:
         if self.compile:
             parts.append("compiled" if self.compile is True else f"compiled ({self.compile})")
         return ", ".join(parts)
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def automatic_backend(device_kind: str, *, compile: bool = False) -> str:
+    """OpenVINO where it is faster and was installed on purpose (the openvino extra): CPU runs that do not ask
+    for torch.compile. A UNet step at 512² in bf16 measured 2.07 s there against ~3.5 s in torch."""
+    import os
+
+    chosen = os.environ.get("IMG2IMG_BACKEND", "").strip().lower()
+    if chosen in ("torch", "openvino"):
+        return chosen
+    return "openvino" if device_kind == "cpu" and not compile and openvino_installed() else "torch"
 
 
 def apply(pipe, acceleration: Acceleration, device: str, dtype: str, *, is_xl: bool,

@@ -117,7 +117,7 @@ def batch(
                            allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels,
                            cpu_threads=cpu_threads, lora_dir=_path(lora_dir),
                            embeddings_dir=_path(embeddings_dir), styles_file=_path(styles_file), vae=vae,
-                           backend=backend or "torch", compile=compile, offload=offload or "auto")
+                           backend=backend or "auto", compile=compile, offload=offload or "auto")
     generator = options.engine()
     given_fields = {
         "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,

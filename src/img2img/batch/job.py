@@ -59,7 +59,7 @@ class BatchOptions:
     embeddings_dir: str | None = None
     styles_file: str | None = None
     vae: str | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     compile: bool = False
     offload: str = "auto"
 

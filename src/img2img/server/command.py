@@ -22,7 +22,8 @@ def serve(
     dtype: str | None = typer.Option(None, help="auto, float16, bfloat16 or float32. (default: auto)"),
     vae: str | None = typer.Option(None, "--vae", help="Autoencoder: taesd, a hub id, a VAE folder or "
                                                        ".safetensors. (default: the model's own)"),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; exports each model once)."),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch or openvino (CPU; exports each model "
+                                                          "once). auto: openvino on the CPU when installed."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet and VAE; compiled once at "
                                                           "load, reused by every request."),
     offload: str = typer.Option("auto", "--offload", help="CUDA: none, model or sequential. (default: auto, "

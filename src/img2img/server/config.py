@@ -19,7 +19,7 @@ class ServerConfig:
     device: str | None = None
     dtype: str | None = None
     vae: str | None = None  # how the models run: see backends.Acceleration
-    backend: str = "torch"
+    backend: str = "auto"
     compile: bool = False
     offload: str = "auto"
     cpu_threads: int | None = None
