@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from img2img import Engine, InvalidRequest, ModelNotAvailable
 from img2img.backends import Acceleration, cpu, sized_for
@@ -110,7 +113,6 @@ def test_offload_is_chosen_from_free_memory(free_gib, expected):
 
 def test_tiny_autoencoder_matches_bare_diffusers_with_the_same_vae(tiny_sd, tiny_taesd, square_path):
     from diffusers import AutoencoderTiny
-    from PIL import Image
 
     engine = Engine(str(tiny_sd), device="cpu", vae=str(tiny_taesd))
     result = engine.transform(square_path, "a red boat", seed=5, steps=4, strength=0.5)
@@ -331,3 +333,47 @@ def test_automatic_backend(monkeypatch):
     monkeypatch.setenv("IMG2IMG_BACKEND", "openvino")
     assert Acceleration().validated("cpu").backend == "openvino"
     assert Acceleration(backend="torch").validated("cpu").backend == "torch"  # explicit wins
+
+
+# ---------------------------------------------------------------- TAESD from the hub cache, and previews
+
+def _hub_cache_with(tmp_path, repo: str, folder) -> str:
+    """A Hugging Face cache holding `folder`'s files as the snapshot of `repo` (as a download would leave it)."""
+    import shutil
+
+    root = tmp_path / "hub"
+    entry = root / f"models--{repo.replace('/', '--')}"
+    snapshot = entry / "snapshots" / ("0" * 40)
+    shutil.copytree(folder, snapshot)
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text("0" * 40)
+    return str(root)
+
+
+def test_taesd_from_the_hub_cache_and_previews_use_it(tiny_sd, tiny_taesd, square_path, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from img2img.server import preview
+
+    latents = {}
+    plain = Engine(str(tiny_sd), device="cpu", cache=PipelineCache())
+    plain.transform(square_path, "x", seed=1, steps=2, on_step=lambda i, n, lat: latents.setdefault("x", lat))
+    # nothing cached: the linear map, at the latents' size
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    preview._TINY.clear()
+    linear = Image.open(io.BytesIO(preview.preview_png(plain.load().pipe, latents["x"])))
+    side = latents["x"].shape[-1]
+    assert linear.size == (side, side)
+    # TAESD cached: `--vae taesd` loads it offline, and previews decode with it at full size
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", _hub_cache_with(tmp_path, "madebyollin/taesd",
+                                                                                 tiny_taesd))
+    preview._TINY.clear()
+    full = Image.open(io.BytesIO(preview.preview_png(plain.load().pipe, latents["x"])))
+    assert full.size == (8 * side, 8 * side)  # TAESD upsamples 8x (the tiny test model's own VAE only 2x)
+    tiny = Engine(str(tiny_sd), device="cpu", vae="taesd", cache=PipelineCache())
+    by_name = tiny.transform(square_path, "x", seed=1, steps=2)
+    by_folder = Engine(str(tiny_sd), device="cpu", vae=str(tiny_taesd)).transform(square_path, "x", seed=1, steps=2)
+    assert by_name.image.tobytes() == by_folder.image.tobytes() and "VAE: taesd" in by_name.infotexts[0]
+    # the final image of the plain engine still uses the model's own VAE
+    assert type(plain.load().pipe.vae).__name__ == "AutoencoderKL"
+    preview._TINY.clear()
