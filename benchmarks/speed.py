@@ -279,7 +279,8 @@ def machine_summary(device: str) -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} logical CPUs{load}, torch {torch.__version__}"
 
 
 def unet_tflop(pipe, width: int, height: int, cfg: float, device: str) -> float | None:
@@ -431,6 +432,8 @@ def main() -> None:
                 total = statistics.median(r["total"] for r in results[label])
                 print(f"{label}: {total / bare_total:.3f}x the time of {bare_label} "
                       f"({bare_total / total:.1f}x faster)")
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine slows both sides)")
     sys.stdout.flush()
 
 
