@@ -377,3 +377,19 @@ def test_taesd_from_the_hub_cache_and_previews_use_it(tiny_sd, tiny_taesd, squar
     # the final image of the plain engine still uses the model's own VAE
     assert type(plain.load().pipe.vae).__name__ == "AutoencoderKL"
     preview._TINY.clear()
+
+
+def test_openvino_big_outputs_decode_in_torch_tiles(tiny_sd, square_path, openvino_cache, monkeypatch):
+    import img2img.backends as backends
+
+    monkeypatch.setenv("IMG2IMG_CACHE_DIR", str(openvino_cache))
+    engine = Engine(str(tiny_sd), device="cpu", backend="openvino", cache=PipelineCache())
+    vae = engine.load().pipe.vae
+    calls = []
+    original = type(vae.torch_vae[0]).decode
+    monkeypatch.setattr(type(vae.torch_vae[0]), "decode",
+                        lambda self, *a, **k: calls.append(self.use_tiling) or original(self, *a, **k))
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 64 * 64 - 1)
+    result = engine.transform(square_path, "x", seed=1, steps=2)
+    assert calls == [True] and any("tiles" in notice for notice in result.notices)
+    assert vae.use_tiling is False  # back to the compiled decoder for the next call

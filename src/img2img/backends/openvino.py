@@ -159,11 +159,24 @@ def _autoencoder_class():
     from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 
     class OpenVINOAutoencoder(_module_base()):
-        def __init__(self, encoder: _Compiled, decoder: _Compiled, config, dtype, tiny: bool):
-            super().__init__(config, dtype)
+        """Encodes and decodes with the compiled models; big outputs (use_tiling, set per call by
+        backends.sized_for) go through the torch VAE in tiles, which bounds memory."""
+
+        def __init__(self, encoder: _Compiled, decoder: _Compiled, torch_vae, dtype, tiny: bool):
+            super().__init__(torch_vae.config, dtype)
             self.encoder_model, self.decoder_model, self.tiny = encoder, decoder, tiny
+            self.torch_vae = [torch_vae]  # in a list: not a submodule, so pipeline.to() and hooks skip it
+            self.use_tiling = False
+            self.use_slicing = False
+
+        def _tiled(self):
+            vae = self.torch_vae[0]
+            vae.use_tiling, vae.use_slicing = True, self.use_slicing
+            return vae
 
         def encode(self, x, return_dict=True):
+            if self.use_tiling:
+                return self._tiled().encode(x, return_dict=return_dict)
             out = self.encoder_model(x).to(x.dtype)
             if self.tiny:
                 return AutoencoderTinyOutput(latents=out) if return_dict else (out,)
@@ -171,11 +184,10 @@ def _autoencoder_class():
             return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
         def decode(self, z, return_dict=True, generator=None):
+            if self.use_tiling:
+                return self._tiled().decode(z, return_dict=return_dict)
             out = self.decoder_model(z).to(z.dtype)
             return DecoderOutput(sample=out) if return_dict else (out,)
-
-        def forward(self, sample):
-            return self.decode(self.encode(sample).latent_dist.mode()).sample
 
     return OpenVINOAutoencoder
 
@@ -273,5 +285,5 @@ def apply(pipe, dtype: str, *, model_hash: str | None = None, progress=print) ->
     pipe.unet = _unet_class()(_Compiled(unet_path, precision), unet.config, torch_dtype,
                               unet.config.addition_embed_type == "text_time")
     pipe.vae = _autoencoder_class()(_Compiled(encoder_path, precision), _Compiled(decoder_path, precision),
-                                    vae.config, torch_dtype, type(vae).__name__ == "AutoencoderTiny")
+                                    vae, torch_dtype, type(vae).__name__ == "AutoencoderTiny")
     progress(f"openvino: UNet and VAE compiled for the CPU ({precision}) in {time.perf_counter() - start:.1f} s")
