@@ -7,7 +7,8 @@ into a cache folder and loaded from disk like a real model. Then bare diffusers 
 float32 on CPU, float16 on CUDA, full VAE) and one or more img2img configurations run alternately, after one
 warm-up each, with the same image, prompt, seed, size, steps, strength, CFG and sampler. Per call it records
 text encoding, VAE encode, every UNet step, VAE decode (by timing the components' calls), peak memory (RSS on
-CPU, allocated memory on CUDA) and the total, and prints medians and the ratio ours/bare.
+CPU, allocated memory on CUDA) and the total, and prints medians and the ratio ours/bare, by wall time and by
+the process's CPU time (which other work on a shared machine distorts less).
 
     # the CPU target: 512², one UNet step (2 steps x strength 0.5), no CFG, tiny autoencoder, automatic settings
     flock /work/team/bench.lock python benchmarks/speed.py --ours "vae=taesd"
@@ -219,11 +220,11 @@ class StageClock:
     def measure(self, call):
         self.events = []
         self._sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         call()
         self._sync()
-        total = time.perf_counter() - start
-        stages = {"text": 0.0, "vae encode": 0.0, "vae decode": 0.0}
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        stages = {"text": 0.0, "vae encode": 0.0, "vae decode": 0.0, "cpu": cpu}
         unet = []
         for stage, seconds in self.events:
             if stage == "unet":
@@ -399,21 +400,25 @@ def main() -> None:
             peaks[label] = (max(old[0], memory.peak_mb), max(old[1], memory.peak_mb - before))
             results.setdefault(label, []).append(measured)
             unet = ", ".join(f"{s:.2f}" for s in measured["unet"])
-            print(f"  run {run + 1} {label}: {measured['total']:.2f} s (UNet steps {unet})", flush=True)
+            print(f"  run {run + 1} {label}: {measured['total']:.2f} s, {measured['cpu']:.1f} CPU s "
+                  f"(UNet steps {unet})", flush=True)
 
     print()
-    header = (f"| {'path':<46} | total s | ratio | text s | VAE enc s | UNet s/step | VAE dec s | peak MiB "
-              "| +MiB in call |")
+    header = (f"| {'path':<46} | total s | ratio | CPU s | CPU ratio | text s | VAE enc s | UNet s/step | VAE dec s "
+              "| peak MiB | +MiB in call |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     bare_total = statistics.median(r["total"] for r in results[bare_label]) if bare_label else None
+    bare_cpu = statistics.median(r["cpu"] for r in results[bare_label]) if bare_label else None
     for label in labels:
         runs = results[label]
-        total = statistics.median(r["total"] for r in runs)
+        total, cpu = statistics.median(r["total"] for r in runs), statistics.median(r["cpu"] for r in runs)
         steps = [s for r in runs for s in r["unet"]]
         per_step = statistics.median(steps) if steps else 0.0
         ratio = f"{total / bare_total:.3f}" if bare_total else "-"
-        print(f"| {label:<46} | {total:7.2f} | {ratio:>5} | {statistics.median(r['text'] for r in runs):6.2f} | "
+        cpu_ratio = f"{cpu / bare_cpu:.3f}" if bare_cpu else "-"
+        print(f"| {label:<46} | {total:7.2f} | {ratio:>5} | {cpu:5.1f} | {cpu_ratio:>9} | "
+              f"{statistics.median(r['text'] for r in runs):6.2f} | "
               f"{statistics.median(r['vae encode'] for r in runs):9.2f} | {per_step:11.2f} | "
               f"{statistics.median(r['vae decode'] for r in runs):9.2f} | {peaks[label][0]:8.0f} | "
               f"{peaks[label][1]:12.0f} |")
@@ -430,8 +435,9 @@ def main() -> None:
         for label in labels:
             if label != bare_label:
                 total = statistics.median(r["total"] for r in results[label])
-                print(f"{label}: {total / bare_total:.3f}x the time of {bare_label} "
-                      f"({bare_total / total:.1f}x faster)")
+                cpu = statistics.median(r["cpu"] for r in results[label])
+                print(f"{label}: {total / bare_total:.3f}x the time of {bare_label} ({bare_total / total:.1f}x "
+                      f"faster); {cpu / bare_cpu:.3f}x its CPU time")
     if hasattr(os, "getloadavg"):
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine slows both sides)")
     sys.stdout.flush()
