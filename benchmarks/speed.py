@@ -17,7 +17,7 @@ the process's CPU time (which other work on a shared machine distorts less).
     # a GPU: SD 2.1 base, 512², 25 steps x 0.75, CFG 7, against bare diffusers float16 eager
     python benchmarks/speed.py --device cuda --steps 25 --strength 0.75 --cfg 7 --ours "" --ours "compile=true"
     # a big photo at an explicit size, memory only (no bare run)
-    python benchmarks/speed.py --photo 4000x3000 --size 2048x1536 --runs 1 --no-bare --ours ""
+    python benchmarks/speed.py --photo 4000x3000 --size 2048x1536 --runs 1 --no-bare --no-warm-up --no-flops --ours ""
 
 Each --ours is a comma-separated list of Engine arguments (dtype, vae, backend, compile, offload, cpu_threads);
 "" means all automatic (on a CPU: bfloat16 where it is native, OpenVINO when installed, physical cores).
@@ -325,6 +325,10 @@ def main() -> None:
     parser.add_argument("--bare-dtype", default=None, help="bare diffusers dtype (default float32 on CPU, "
                                                            "float16 on CUDA)")
     parser.add_argument("--no-bare", action="store_true", help="skip bare diffusers (big sizes, memory only)")
+    parser.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
+                        help="one untimed call per side first (--no-warm-up: load only; for long big-image runs)")
+    parser.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True,
+                        help="count the UNet's FLOPs with one extra evaluation")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak dense TFLOP/s in the compute dtype, to print the share reached")
     options = parser.parse_args()
@@ -366,13 +370,15 @@ def main() -> None:
     flops = None
     for label, call in sides.items():  # warm-up: loads the model and runs once (compiles, if asked)
         start = time.perf_counter()
-        result = call()
-        pipe = engines[label].load().pipe
+        engine = engines[label]
+        result = call() if options.warm_up else None
+        pipe = engine.load().pipe
         clock.attach(pipe)
-        print(f"{label}: warm-up (incl. loading) {time.perf_counter() - start:.1f} s on {result.device}, "
-              f"{result.dtype}, {engines[label].acceleration.describe()}, {engines[label].cpu_threads} CPU threads"
-              + (f"; notes: {'; '.join(result.notices)}" if result.notices else ""), flush=True)
-        flops = flops or unet_tflop(pipe, width, height, options.cfg, device)
+        notes = f"; notes: {'; '.join(result.notices)}" if result and result.notices else ""
+        print(f"{label}: {'warm-up' if result else 'loading'} {time.perf_counter() - start:.1f} s on {engine.device}, "
+              f"{engine.dtype}, {engine.acceleration.describe()}, {engine.cpu_threads} CPU threads{notes}", flush=True)
+        if options.flops:
+            flops = flops or unet_tflop(pipe, width, height, options.cfg, device)
     bare_label = None
     if not options.no_bare:
         bare_dtype = options.bare_dtype or ("float16" if device.startswith("cuda") else "float32")
