@@ -270,6 +270,8 @@ def test_openvino_refuses_what_it_cannot_do(tiny_sd, square_path, openvino_cache
         unet(sample, 10, torch.zeros(1, 77, 32), cross_attention_kwargs={"scale": 0.5})  # a LoRA scale
     with pytest.raises(InvalidRequest, match="OpenVINO compiles its own"):
         Engine(str(tiny_sd), device="cpu", backend="openvino", compile=True)
+    with pytest.raises(InvalidRequest, match="LoRA needs --backend torch"):  # refused before anything runs
+        engine.transform(square_path, "a tree <lora:anything:0.8>", steps=2)
 
 
 # ---------------------------------------------------------------- the flags, through the real commands

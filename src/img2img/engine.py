@@ -79,6 +79,7 @@ class Engine:
         request = request.replace(prompt=prompt, negative_prompt=negative, styles=())
         for tag in _network_tags(request):  # unknown LoRA names fail here, before the model loads
             if tag.kind == "lora":
+                self.acceleration.require("lora")
                 networks.find_lora(tag, networks.list_files(self.lora_dir), self.lora_dir)
         sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
         quiet_libraries()

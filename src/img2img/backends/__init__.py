@@ -61,6 +61,12 @@ class Acceleration:
                 raise InvalidRequest("offload is not supported with backend openvino", "offload")
         return Acceleration(backend, vae, self.compile, offload)
 
+    def require(self, feature: str) -> None:
+        """Refuse, naming the way out, a request feature this backend cannot do (rather than drop it)."""
+        if self.backend == "openvino" and feature == "lora":
+            raise InvalidRequest("LoRA needs --backend torch: backend openvino runs an exported UNet, and "
+                                 "fusing LoRAs into it is not supported yet", "backend")
+
     def describe(self) -> str:
         parts = [f"backend {self.backend}"]
         if self.vae:
