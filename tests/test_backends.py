@@ -70,14 +70,17 @@ def test_automatic_cpu_dtype_follows_native_bf16(monkeypatch, native, expected):
     assert choose_device("cpu", "auto") == ("cpu", "float32")
 
 
-def test_cpu_threads_are_set_and_validated(tiny_sd):
+def test_cpu_threads_are_set_and_validated(tiny_sd, monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
         assert Engine(str(tiny_sd), device="cpu", cpu_threads=1).cpu_threads == 1
         assert torch.get_num_threads() == 1
         assert Engine(str(tiny_sd), device="cpu").cpu_threads == cpu.physical_cores() == torch.get_num_threads()
         with pytest.raises(InvalidRequest, match="cpu_threads"):
             Engine(str(tiny_sd), device="cpu", cpu_threads=0)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a launcher's share (Ray actors) is kept
+        assert Engine(str(tiny_sd), device="cpu").cpu_threads == 1
     finally:
         torch.set_num_threads(before)
 

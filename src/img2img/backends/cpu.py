@@ -77,11 +77,17 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """OMP_NUM_THREADS when a launcher set it (Ray gives each actor its share this way), else physical cores."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
+
+
 def set_threads(count: int | None = None) -> int:
-    """Set torch's intra-op threads (default: physical cores); returns the number set."""
+    """Set torch's intra-op threads (default: default_threads()); returns the number set."""
     import torch
 
-    count = count or physical_cores()
+    count = count or default_threads()
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
