@@ -11,7 +11,7 @@ CPU, allocated memory on CUDA) and the total, and prints medians and the ratio o
 the process's CPU time (which other work on a shared machine distorts less).
 
     # the CPU target: 512², one UNet step (2 steps x strength 0.5), no CFG, tiny autoencoder, automatic settings
-    flock /work/team/bench.lock python benchmarks/speed.py --ours "vae=taesd"
+    python benchmarks/speed.py --ours "vae=taesd"
     # several img2img configurations in the same run
     python benchmarks/speed.py --ours "dtype=float32,backend=torch" --ours "vae=taesd,backend=torch" --ours "vae=taesd"
     # a GPU: SD 2.1 base, 512², 25 steps x 0.75, CFG 7, against bare diffusers float16 eager
