@@ -398,3 +398,23 @@ def test_openvino_big_outputs_decode_in_torch_tiles(tiny_sd, square_path, openvi
     result = engine.transform(square_path, "x", seed=1, steps=2)
     assert calls == [True] and any("tiles" in notice for notice in result.notices)
     assert vae.use_tiling is False  # back to the compiled decoder for the next call
+
+
+def test_without_cfg_the_text_encoder_runs_once_and_the_output_is_unchanged(engine, tiny_sd, square_path):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe = engine.load().pipe
+    calls = []
+    handle = pipe.text_encoder.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        result = engine.transform(square_path, "a tree", negative_prompt="blur", seed=3, steps=4, cfg_scale=1.0,
+                                  sampler="Euler a")
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the negative prompt is not encoded: without CFG nothing reads it
+    bare = bare_pipeline(tiny_sd)
+    bare.scheduler = EulerAncestralDiscreteScheduler.from_config(bare.scheduler.config)
+    expected = bare(prompt="a tree", negative_prompt="blur", image=Image.open(square_path).convert("RGB"),
+                    strength=0.75, num_inference_steps=4, guidance_scale=1.0,
+                    generator=torch.Generator().manual_seed(3)).images[0]
+    assert result.image.tobytes() == expected.tobytes()

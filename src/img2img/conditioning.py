@@ -244,11 +244,13 @@ class Conditioning:
     """
 
     def __init__(self, encoder: PromptEncoder, prompt: str, negative_prompt: str, steps: int, *,
-                 zero_negative: bool = False):
+                 zero_negative: bool = False, unguided: bool = False):
         self.encoder = encoder
         self.positive = prompt_schedule(prompt, steps)
         self.negative = prompt_schedule(negative_prompt, steps)
-        self.zero_negative = zero_negative and not negative_prompt
+        # Without classifier-free guidance (CFG <= 1) the pipeline never reads the negative side: zeros of the
+        # right shape stand in, and the text encoder runs once instead of twice.
+        self.zero_negative = unguided or (zero_negative and not negative_prompt)
         texts = [t for _, t in self.positive] + ([] if self.zero_negative else [t for _, t in self.negative])
         encoded = [encoder.encode(t) for t in texts]
         self.length = max(e.hidden.shape[1] for e in encoded)

@@ -215,7 +215,8 @@ def _conditioning(pipe, request: Request, embeddings):
     request = request.replace(prompt=extract_networks(request.prompt)[0],
                               negative_prompt=extract_networks(request.negative_prompt)[0])
     return Conditioning(encoder, request.prompt, request.negative_prompt, request.steps,
-                        zero_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)))
+                        zero_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)),
+                        unguided=request.cfg_scale <= 1)
 
 
 def _set_cpu_threads(count: int | None) -> int:
