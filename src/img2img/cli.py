@@ -274,15 +274,15 @@ def styles(
 def samplers():
     """List the accepted sampler and schedule names (A1111 names)."""
     from .models import STANDARD
-    from .schedulers import SAMPLERS, SCHEDULES
+    from .schedulers import SAMPLERS, SCHEDULES, describe
 
-    print("Samplers:")
+    print("Samplers (A1111 name -> the diffusers scheduler it runs with its Automatic schedule):")
     for sampler in SAMPLERS.values():
         default = " (default)" if sampler.name == STANDARD.sampler else ""
-        print(f"  {sampler.name}{default}  ->  {sampler.scheduler_class}; Automatic schedule = "
+        print(f"  {sampler.name}{default}  ->  {describe(sampler.name)}; Automatic schedule = "
               f"{sampler.automatic_schedule}")
     print("Schedule types: " + ", ".join(SCHEDULES))
-    print('Legacy combined names such as "DPM++ 2M Karras" are accepted too.')
+    print('Legacy combined names such as "DPM++ 2M Karras" are accepted too. docs/server.md has the table.')
 
 
 def _register_subsystem_commands() -> None:

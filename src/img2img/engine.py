@@ -10,20 +10,21 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 from . import networks, styles
 from .backends import Acceleration, sized_for
 from .backends.autoencoders import vae_name
-from .errors import Interrupted
+from .errors import Interrupted, InvalidRequest
 from .geometry import plan_resize, target_size
 from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
 from .infotext import format_infotext
-from .models import CACHE, LoadedModel, PipelineCache, choose_device, quiet_libraries, resolve_model
-from .noise import apply_variation, batch_seeds
+from .models import CACHE, LoadedModel, PipelineCache, choose_device, resolve_model
+from .noise import apply_variation, batch_seeds, text_to_image_noise
 from .prompts import extract_networks
 from .request import MAX_SEED, Request, Result
-from .schedulers import SAMPLERS, build_scheduler, parse_sampler, resolve_schedule, scheduler_kwargs
+from .schedulers import parse_sampler, plan_sampling, recorded_schedule
 from .version import __version__
 
 # Serializes all generation in this process: one accelerator does one job at a time.
@@ -66,10 +67,12 @@ class Engine:
         """Stop the running generation at its next step; it raises Interrupted."""
         self._cancel.set()
 
-    def prepare(self, request: Request) -> Request:
+    def prepare(self, request: Request, mode: str = "img2img") -> Request:
         """Fill the model's defaults and validate; no model is loaded, so bad requests fail fast."""
         profile = self.source.profile
         request = request.normalized()
+        if mode == "txt2img":  # text-to-image denoises pure noise: the whole schedule, strength 1
+            request = request.replace(strength=1.0)
         request = request.replace(
             steps=profile.steps if request.steps is None else request.steps,
             cfg_scale=profile.cfg_scale if request.cfg_scale is None else request.cfg_scale,
@@ -82,46 +85,70 @@ class Engine:
                 self.acceleration.require("lora")
                 networks.find_lora(tag, networks.list_files(self.lora_dir), self.lora_dir)
         sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
-        quiet_libraries()
-        import diffusers
-
-        scheduler_kwargs(sampler, schedule, getattr(diffusers, SAMPLERS[sampler].scheduler_class))
         return request.replace(sampler=sampler, scheduler=schedule)
 
     def transform(self, image, prompt: str = "", *, on_step: StepCallback | None = None, **fields) -> Result:
         """Transform `image` (path, bytes, PIL image or numpy array) as `prompt` says. See Request."""
+        if image is None:
+            raise InvalidRequest("transform() needs an input image; text_to_image() makes one from a prompt", "image")
         return self.run(Request(prompt=prompt, **fields), image, on_step=on_step)
 
-    def run(self, request: Request, image, *, on_step: StepCallback | None = None) -> Result:
+    def text_to_image(self, prompt: str = "", *, on_step: StepCallback | None = None, **fields) -> Result:
+        """Make an image from `prompt` alone, with the same loaded weights (LoadedModel.pipeline)."""
+        return self.run(Request(prompt=prompt, **fields), None, on_step=on_step)
+
+    def run(self, request: Request, image=None, *, on_step: StepCallback | None = None) -> Result:
+        """Generate for `request`: image-to-image from `image`, or text-to-image when `image` is None.
+
+        `image` may also be a list of images, one per member of the batch (batch_size = their number).
+        """
         import numpy as np
         import torch
 
         started = time.perf_counter()
+        mode = choose_mode(request, image)
         # 1. validate, with the model's defaults filled in (before any model loads)
-        request = self.prepare(request)
-        # 2. read the input image (bad files fail before the model loads, too)
-        loaded_image = load_image(image, max_pixels=self.max_pixels, background=request.background)
-        notices = list(loaded_image.notices)
+        request = self.prepare(request, mode)
+        # 2. read the input image(s) (bad files fail before the model loads, too)
+        sources = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+        if len(sources) > 1 and len(sources) != request.batch_size:
+            raise InvalidRequest(f"{len(sources)} input images need batch_size {len(sources)}, got "
+                                 f"{request.batch_size}", "batch_size")
+        loaded_images = [load_image(source, max_pixels=self.max_pixels, background=request.background)
+                         for source in sources]
+        loaded_image = loaded_images[0] if loaded_images else None
+        notices = [notice for loaded in loaded_images for notice in loaded.notices]
         with GPU_LOCK:
             self._cancel.clear()
             # 3. load the model (cached)
             model = self.load()
             notices += model.notices
-            # 4. plan the size and prepare the image
-            width, height = target_size(*loaded_image.original_size, model.native, request.width, request.height)
-            plan = plan_resize(loaded_image.original_size, (width, height), request.resize_mode)
-            prepared = apply_plan(loaded_image.image, plan)
-            # 5. a private view of the cached pipeline with a fresh scheduler (the cached one is never mutated)
-            pipe = copy.copy(model.pipe)
-            pipe.scheduler = build_scheduler(model.pipe.scheduler.config, request.sampler, request.scheduler)
-            # 6. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
+            # 4. plan the size and prepare the image(s): all take the first one's size
+            if loaded_image is None:
+                width, height = request.width or model.native, request.height or model.native
+                prepared, inputs = [], {"width": width, "height": height}
+            else:
+                width, height = target_size(*loaded_image.original_size, model.native, request.width,
+                                            request.height)
+                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, (width, height),
+                                                                 request.resize_mode)) for loaded in loaded_images]
+                inputs = {"image": prepared[0] if len(prepared) == 1 else prepared, "strength": request.strength}
+            # 5. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
             first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
             subseed = None
             if request.subseed_strength > 0:
                 subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
             seeds, subseeds = batch_seeds(first, request.batch_size, subseed, request.subseed_strength)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same noise on every device
-            if subseeds:
+            # 6. a private view of the mode's pipeline with a fresh scheduler (the cached one is never mutated),
+            # its own noise (if it draws any) seeded from the image seeds
+            pipe = copy.copy(model.pipeline(mode))
+            sampling = plan_sampling(model.pipe.scheduler.config, request, xl=model.is_xl, seeds=seeds)
+            pipe.scheduler = sampling.scheduler
+            notices += sampling.notices
+            if subseeds and loaded_image is None:
+                inputs["latents"] = text_to_image_noise(pipe, width, height, seeds, subseeds, request.subseed_strength)
+            elif subseeds:
                 apply_variation(pipe, subseeds, request.subseed_strength)
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
@@ -131,8 +158,10 @@ class Engine:
                 # 8. prompts: A1111 syntax -> text embeddings for every denoising step
                 conditioning = _conditioning(pipe, request, embeddings)
                 # 9. denoise, switching embeddings where the prompt schedule says so
-                with sized_for(pipe, width, height, request.batch_size) as size_notices:  # tiles for big outputs
-                    output = self._denoise(pipe, request, prepared, generators, conditioning, on_step)
+                with sized_for(pipe, width, height, request.batch_size) as size_notices, \
+                        _circular_padding(pipe, request.tiling):  # tiles for big outputs; seamless images
+                    output = self._denoise(pipe, request, {**inputs, **sampling.call_kwargs}, generators,
+                                           conditioning, on_step)
             notices += size_notices
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
@@ -149,21 +178,21 @@ class Engine:
                 notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
                                "safety checker; pass --no-safety-checker to disable it")
         # 11. colour correction towards the input, optional resize back to the input's size, then metadata
-        if request.color_correction:
+        if request.color_correction and prepared:
             from .colors import match_colors
 
-            images = [match_colors(im, prepared) for im in images]
-        if request.keep_size and images[0].size != loaded_image.original_size:
+            images = [match_colors(im, prepared[min(i, len(prepared) - 1)]) for i, im in enumerate(images)]
+        if loaded_image and request.keep_size and images[0].size != loaded_image.original_size:
             from PIL import Image
 
             images = [im.resize(loaded_image.original_size, Image.Resampling.LANCZOS) for im in images]
-        extra = {"Lora hashes": loras.hashes(),
+        extra = {**sampling.params, "Tiling": True if request.tiling else None, "Lora hashes": loras.hashes(),
                  "TI hashes": embeddings.hashes(conditioning.encoder.used_embeddings)}
+        digests = [loaded.digest for loaded in loaded_images] or [None]
         infotexts = [
             format_infotext(request.prompt, request.negative_prompt,
                             _params(request, seed, subseeds[i] if subseeds else None, width, height, model,
-                                    loaded_image.digest, extra,
-                                    self.acceleration.vae))
+                                    digests[min(i, len(digests) - 1)], extra, self.acceleration.vae))
             for i, seed in enumerate(seeds)
         ]
         return Result(images=images, seeds=seeds, infotexts=infotexts,
@@ -172,7 +201,7 @@ class Engine:
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
                       seconds=time.perf_counter() - started, subseeds=subseeds)
 
-    def _denoise(self, pipe, request: Request, prepared, generators, conditioning, on_step):
+    def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step):
         """Run the pipeline; the step-end callback reports progress, switches scheduled prompts, stops."""
         last: dict[str, Any] = {}
 
@@ -189,8 +218,7 @@ class Engine:
 
         output = pipe(
             **conditioning.pipeline_kwargs(0),
-            image=prepared,
-            strength=request.strength,
+            **inputs,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             num_images_per_prompt=request.batch_size,
@@ -229,12 +257,19 @@ def _set_cpu_threads(count: int | None) -> int:
     return set_threads(count)
 
 
+def choose_mode(request: Request, image) -> str:
+    """The pipeline mode a request runs in (models.MODES): without an input image it is text-to-image."""
+    return "txt2img" if image is None else "img2img"
+
+
 def _params(request: Request, seed: int, subseed: int | None, width: int, height: int, model: LoadedModel,
-            digest: str, extra: dict, vae: str | None = None) -> dict:
+            digest: str | None, extra: dict, vae: str | None = None) -> dict:
+    """Infotext keys; a text-to-image run (no input digest) has no strength, resize mode or input hash."""
+    from_image = digest is not None
     return {
         "Steps": request.steps,
         "Sampler": request.sampler,
-        "Schedule type": resolve_schedule(request.sampler, request.scheduler),
+        "Schedule type": recorded_schedule(request.sampler, request.scheduler),
         "CFG scale": request.cfg_scale,
         "Seed": seed,
         "Size": f"{width}x{height}",
@@ -243,16 +278,34 @@ def _params(request: Request, seed: int, subseed: int | None, width: int, height
         "VAE": vae_name(vae),  # None (the model's own) is left out, as A1111 does
         "Variation seed": subseed,
         "Variation seed strength": request.subseed_strength if subseed is not None else None,
-        "Denoising strength": request.strength,
+        "Denoising strength": request.strength if from_image else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
-        "Resize mode": request.resize_mode,
-        "Keep size": True if request.keep_size else None,
-        "Background": request.background if request.background != "white" else None,
-        "Init image hash": digest[:10],
-        "Color correction": True if request.color_correction else None,
+        "Resize mode": request.resize_mode if from_image else None,
+        "Keep size": True if request.keep_size and from_image else None,
+        "Background": request.background if request.background != "white" and from_image else None,
+        "Init image hash": digest[:10] if from_image else None,
+        "Color correction": True if request.color_correction and from_image else None,
         **extra,
         "Version": f"img2img {__version__}",
     }
+
+
+@contextmanager
+def _circular_padding(pipe, enabled: bool):
+    """Seamless tiling: the UNet's and VAE's convolutions wrap around the image edges for this run only."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    convolutions = [m for part in (pipe.unet, pipe.vae) for m in part.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        for conv in convolutions:
+            conv.padding_mode = "circular"
+        yield
+    finally:
+        for conv in convolutions:
+            conv.padding_mode = "zeros"
 
 
 def _decode_in_float32(pipe, latents, nsfw: list[bool]):

@@ -180,8 +180,9 @@ def resolve_format(fmt: str | None, path: str | os.PathLike | None = None) -> st
     return "PNG"
 
 
-def encode_image(image, fmt: str = "PNG", infotext: str | None = None) -> bytes:
-    """Encode with the infotext: PNG text chunk 'parameters', or EXIF UserComment for JPEG/WebP."""
+def encode_image(image, fmt: str = "PNG", infotext: str | None = None, quality: int | None = None) -> bytes:
+    """Encode with the infotext: PNG text chunk 'parameters', or EXIF UserComment for JPEG/WebP (quality
+    1-100, default 95)."""
     from PIL import Image, PngImagePlugin
 
     buffer = io.BytesIO()
@@ -195,7 +196,7 @@ def encode_image(image, fmt: str = "PNG", infotext: str | None = None) -> bytes:
         if infotext:
             # The EXIF "UNICODE" character code, UTF-16 big-endian: what A1111 writes and reads.
             exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + infotext.encode("utf-16-be")
-        image.save(buffer, fmt, quality=95, exif=exif.tobytes())
+        image.save(buffer, fmt, quality=quality or 95, exif=exif.tobytes())
     return buffer.getvalue()
 
 

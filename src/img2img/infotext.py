@@ -137,7 +137,10 @@ def fields_from_infotext(text: str) -> dict:
     fields: dict = {"prompt": prompt, "negative_prompt": negative}
     for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
                             ("Denoising strength", "strength", float), ("Variation seed", "subseed", int),
-                            ("Variation seed strength", "subseed_strength", float), ("Clip skip", "clip_skip", int)):
+                            ("Variation seed strength", "subseed_strength", float), ("Clip skip", "clip_skip", int),
+                            ("Eta", "eta", float), ("Eta DDIM", "eta", float), ("Sigma churn", "s_churn", float),
+                            ("Sigma tmin", "s_tmin", float), ("Sigma tmax", "s_tmax", float),
+                            ("Sigma noise", "s_noise", float)):
         if key in params:
             fields[name] = _number(params, key, kind)
     for key, name in (("Sampler", "sampler"), ("Schedule type", "scheduler"), ("Resize mode", "resize_mode"),
@@ -148,7 +151,7 @@ def fields_from_infotext(text: str) -> dict:
         width, _, height = params["Size"].partition("x")
         fields["width"] = _number({"Size": width}, "Size", int)
         fields["height"] = _number({"Size": height}, "Size", int)
-    for key, name in (("Keep size", "keep_size"), ("Color correction", "color_correction")):
+    for key, name in (("Keep size", "keep_size"), ("Color correction", "color_correction"), ("Tiling", "tiling")):
         if key in params:
             fields[name] = params[key].strip().lower() == "true"
     return fields

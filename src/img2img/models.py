@@ -144,7 +144,8 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
 
 
 # Pipeline modes: diffusers' auto classes map any SD-family pipeline to the one for the mode.
-MODES = {"img2img": "AutoPipelineForImage2Image", "inpaint": "AutoPipelineForInpainting"}
+MODES = {"img2img": "AutoPipelineForImage2Image", "inpaint": "AutoPipelineForInpainting",
+         "txt2img": "AutoPipelineForText2Image"}
 
 
 @dataclass
@@ -363,7 +364,8 @@ def _sha256_file(path: str, mtime: int, size: int) -> str:
 
 def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
                config: str | None = None, acceleration: Acceleration | None = None) -> LoadedModel:
-    """Load the image-to-image pipeline for a source onto a device. Never the text-to-image class."""
+    """Load a model as an image-to-image pipeline onto a device; other modes are made from it
+    (LoadedModel.pipeline)."""
     from . import backends
 
     quiet_libraries()

@@ -124,3 +124,18 @@ def apply_variation(pipe, subseeds: list[int], strength: float) -> None:
         return add_noise(original, mixed["to"], timesteps)
 
     scheduler.add_noise = add_mixed_noise
+
+
+def text_to_image_noise(pipe, width: int, height: int, seeds: list[int], subseeds: list[int], strength: float):
+    """Text-to-image starting latents with variation: each seed's draw (as the pipeline would draw it) mixed
+    with its subseed's; strength 0 is exactly the pipeline's own noise."""
+    import torch
+
+    shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    dtype = pipe.unet.dtype
+
+    def draw(seed):
+        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+
+    noise = torch.cat([draw(seed) for seed in seeds])
+    return _mix(noise, torch.cat([draw(seed) for seed in subseeds]), strength).to(pipe.unet.device)

@@ -48,6 +48,13 @@ class Request:
     clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers: 1 uses the text encoder's last layer
     styles: tuple[str, ...] = ()  # names from the styles file, applied to the prompts before anything else
     color_correction: bool = False  # match the output's colours to the input's (LAB histograms)
+    # Sampler settings with A1111's names; None/defaults mean what A1111 does for the sampler (schedulers.py).
+    eta: float | None = None
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float | None = None  # None: no upper limit
+    s_noise: float = 1.0
+    tiling: bool = False  # seamless: the image wraps around at its edges
 
     def replace(self, **changes) -> Request:
         return dataclasses.replace(self, **changes)
@@ -108,6 +115,11 @@ class Request:
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_type("keep_size", self.keep_size, bool)
         _check_colour(self.background)
+        for name in ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_number(name, value, 0.0, math.inf)
+        _check_type("tiling", self.tiling, bool)
         if self.steps is not None and self.effective_steps < 1:
             fewest = _min_steps(self.strength)
             advice = (f"raise steps to at least {fewest} or raise strength" if fewest is not None else
