@@ -371,9 +371,13 @@ def test_tiny_strength_is_answered_at_once(server):
                                  timeout=30), range(48)))
         native = httpx.post(server.url + "/v1/img2img", files={"image": png()},
                             data={"prompt": "x", "strength": "5e-324"}, timeout=30)
-    for answer in answers + [native]:
-        assert answer.status_code == 422
-        assert "even 500 steps give none, so raise strength to at least 0.002" in answer.json()["detail"]
+    # The A1111 API runs what A1111 runs: one denoising step (the last of the schedule), at once; the strict
+    # native route refuses. Either way nothing spins.
+    ran = [answer for answer in answers if answer.status_code == 200]
+    assert ran and all(answer.status_code in (200, 503) for answer in answers)
+    assert all("ran one denoising step" in " ".join(json.loads(answer.json()["info"])["notices"]) for answer in ran)
+    assert native.status_code == 422
+    assert "even 500 steps give none, so raise strength to at least 0.002" in native.json()["detail"]
     watch.check()
     run = event_named(server, "run")
     _, components = ui_config(server)

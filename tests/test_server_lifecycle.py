@@ -94,7 +94,8 @@ def test_sigterm_finishes_the_running_job_refuses_queued_ones_and_exits_0(tiny_s
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "img2img.cli", "serve", "--model", str(tiny_sd), "--device", "cpu", "--port",
-         str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(port), "--log-level", "warning", "--allow-image-urls"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     try:
         def healthy():
             try:
@@ -104,6 +105,7 @@ def test_sigterm_finishes_the_running_job_refuses_queued_ones_and_exits_0(tiny_s
                 return False
 
         wait_for(healthy, timeout=90)
+        assert httpx.get(url + "/sdapi/v1/cmd-flags").json()["allow_image_urls"] is True  # the flag reached the app
         results = {}
 
         def call(name, **fields):

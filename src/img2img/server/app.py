@@ -40,6 +40,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     app.state.config = config
     install_error_handlers(app)
     app.include_router(a1111.router(service))
+    app.include_router(a1111.queue_routes(service))
     app.include_router(native.router(service))
     # The last one added runs first: host and origin checks, then CORS (it answers preflights before auth),
     # then auth (before any body is read), then the body limit, then the web UI's file gate.

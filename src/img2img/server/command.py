@@ -60,8 +60,12 @@ def serve(
                                          help="Seconds the running job may finish after SIGTERM."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI at / (needs the ui extra)."),
     history_dir: str | None = typer.Option(None, "--history-dir", envvar="IMG2IMG_HISTORY_DIR",
-                                           help="Where the web UI keeps past generations. (default: the user's "
-                                                "data folder, e.g. ~/.local/share/img2img)"),
+                                           help="The data folder: past generations (the web UI's history) and "
+                                                "A1111 settings. (default: the user's data folder, e.g. "
+                                                "~/.local/share/img2img)"),
+    allow_image_urls: bool = typer.Option(False, "--allow-image-urls",
+                                          help="A1111 API: fetch init images given as http(s) URLs (public "
+                                               "addresses only, size- and time-limited). (default: refused)"),
     lora_dir: str | None = typer.Option(None, "--lora-dir", envvar="IMG2IMG_LORA_DIR",
                                         help="Folder of <lora:name> files. (default: loras/ in the data folder)"),
     embeddings_dir: str | None = typer.Option(None, "--embeddings-dir", envvar="IMG2IMG_EMBEDDINGS_DIR",
@@ -91,6 +95,7 @@ def serve(
         allowed_hosts=list(allowed_host or []), max_connections=max_connections, client_timeout=client_timeout,
         upload_cache_mb=upload_cache_mb, preload=preload, shutdown_grace=shutdown_grace, ui=ui,
         history_dir=history_dir, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,
+        allow_image_urls=allow_image_urls,
     ).validate()
     where = f"web UI at http://{host}:{port}/, API docs at /docs" if ui else f"http://{host}:{port} (docs at /docs)"
     typer.echo(f"img2img server: {where}; models: {', '.join(specs) or 'sd21-base'}; "

@@ -38,7 +38,8 @@ class ServerConfig:
     preload: bool = True  # load the current model in the background at start-up
     shutdown_grace: float = 30.0  # seconds the running job may finish after SIGTERM before it is interrupted
     ui: bool = True  # serve the web UI at /
-    history_dir: str | None = None  # where kept outputs go (default: history.default_history_dir())
+    history_dir: str | None = None  # the data folder: kept outputs and A1111 settings (default: the user's)
+    allow_image_urls: bool = False  # A1111 API: fetch http(s) init images from public addresses
     lora_dir: str | None = None  # <lora:name> files (default: networks.lora_dir())
     embeddings_dir: str | None = None  # textual-inversion embeddings (default: networks.embeddings_dir())
     styles_file: str | None = None  # A1111 styles.csv (default: styles.styles_file())

@@ -47,6 +47,10 @@ class Outcome:
         return [seed for result in self.results for seed in result.seeds]
 
 
+def _run_batch(engine, request: Request, image, on_step) -> Result:
+    return engine.run(request, image, on_step=on_step)
+
+
 class ModelSlot:
     """One configured model: its engine (made on first use) and what we know about its loading."""
 
@@ -62,10 +66,24 @@ class ModelSlot:
         self.loading = False
         self.error: str | None = None
         self.hash: str | None = None
+        self._hash_looked_up = False
 
     @property
     def title(self) -> str:
         return f"{self.name} [{self.hash}]" if self.hash else self.name
+
+    def find_hash(self) -> str | None:
+        """The short hash, from the model's files if it is not loaded yet, so its title is the same before and
+        after loading (clients compare titles)."""
+        if self.hash is None and not self._hash_looked_up:
+            self._hash_looked_up = True
+            from ..models import model_hash
+
+            try:
+                self.hash = model_hash(self.source)
+            except OSError as exc:
+                log.warning("cannot hash model %s: %s", self.name, exc)
+        return self.hash
 
     @property
     def engine(self):
@@ -236,11 +254,11 @@ class Service:
         except ImageError as exc:
             raise ImageError(f"{field_name}: {exc}".replace("<bytes>: ", "")) from None
 
-    def prepare(self, slot: ModelSlot, request: Request, parts: int = 1) -> tuple[Request, int]:
+    def prepare(self, slot: ModelSlot, request: Request, parts: int = 1, mode: str = "img2img") -> tuple[Request, int]:
         """Validate with the model's defaults; pick the first seed so every part's seed is known up front."""
         if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= MAX_BATCH:
             raise InvalidRequest(f"n_iter must be between 1 and {MAX_BATCH}, got {parts!r}", "n_iter")
-        request = slot.engine.prepare(request)
+        request = slot.engine.prepare(request, mode)
         if request.batch_size * parts > MAX_BATCH:
             raise InvalidRequest(f"batch_size x n_iter = {request.batch_size} x {parts} images; at most {MAX_BATCH} "
                                  "per request", "n_iter")
@@ -257,9 +275,12 @@ class Service:
         return request.replace(seed=first), total
 
     # ---------------------------------------------------------------- work in the worker thread
-    def generate(self, job: Job, slot: ModelSlot, request: Request, image: bytes, parts: int = 1) -> Outcome:
+    def generate(self, job: Job, slot: ModelSlot, request: Request, image, parts: int = 1, run=None) -> Outcome:
         """Run `parts` batches with consecutive seeds (A1111's n_iter). Interrupt keeps what finished;
-        skip drops the running part and goes on."""
+        skip drops the running part and goes on. `image` is None for text-to-image, or a list of images
+        (one per member of the batch); `run(engine, request, image, on_step)` runs one batch (default:
+        engine.run)."""
+        run = run or _run_batch
         variation = request.subseed_strength > 0
         seeds = [request.seed + (0 if variation else i) for i in range(request.batch_size * parts)]
         outcome = Outcome(results=[], seeds=seeds)
@@ -274,7 +295,7 @@ class Service:
             else:
                 part_request = request.replace(seed=request.seed + part * request.batch_size)
             try:
-                outcome.results.append(slot.engine.run(part_request, image, on_step=job.on_step))
+                outcome.results.append(run(slot.engine, part_request, image, job.on_step))
             except Interrupted:
                 if job.interrupted:
                     break

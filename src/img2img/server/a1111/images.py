@@ -1,4 +1,5 @@
-"""Images inside A1111 requests: base64 text, with or without a data: URL prefix."""
+"""Images inside A1111 requests: base64 of any format Pillow reads, with or without a data: URL prefix
+(whatever MIME type it claims), or, when the server allows it, an http(s) URL."""
 
 from __future__ import annotations
 
@@ -10,16 +11,23 @@ from typing import Any
 from ...errors import InvalidRequest
 
 DATA_URL = re.compile(r"^\s*data:[^,;]*(;[^,;]*)*;base64,", re.IGNORECASE)
+URL = re.compile(r"^\s*https?://", re.IGNORECASE)
 
 
-def decode_base64_image(value: Any, field: str) -> bytes:
-    """Raw bytes from base64 text, with or without a data: URL prefix. Never a URL or a path."""
+def decode_base64_image(value: Any, field: str, fetch=None) -> bytes:
+    """Raw image bytes. Text is base64 unless it is an http(s) URL, which `fetch(url, field)` gets (None:
+    URLs refused). Never a file path: "/9j/..." is the base64 of a JPEG, not a path."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(f"{field}: expected a base64-encoded image, got {type(value).__name__}", field)
-    text = DATA_URL.sub("", value, count=1)
-    if text.lstrip().lower().startswith(("http://", "https://", "file:", "/")):
-        raise InvalidRequest(f"{field}: URLs and file paths are not accepted; send the image itself as base64", field)
-    text = re.sub(r"\s+", "", text)
+    if URL.match(value):
+        if fetch is None:
+            raise InvalidRequest(f"{field}: image URLs are not fetched by this server (start it with "
+                                 "--allow-image-urls to allow them); send the image itself as base64", field)
+        return fetch(value.strip(), field)
+    if value.lstrip().lower().startswith("file:"):
+        raise InvalidRequest(f"{field}: file URLs are not accepted; send the image itself as base64", field)
+    text = re.sub(r"\s+", "", DATA_URL.sub("", value, count=1))
+    text = text.replace("-", "+").replace("_", "/")  # the URL-safe alphabet, which some clients use
     try:
         data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -27,4 +35,3 @@ def decode_base64_image(value: Any, field: str) -> bytes:
     if not data:
         raise InvalidRequest(f"{field}: the image is empty", field)
     return data
-

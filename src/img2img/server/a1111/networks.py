@@ -39,11 +39,11 @@ def drop_unusable(request: Request, engine, notices: list[str]) -> Request:
     return request
 
 
-def generate_leniently(service, job, slot, request: Request, image: bytes, parts: int, notices: list[str]):
+def generate_leniently(service, job, slot, request: Request, image, parts: int, notices: list[str], run=None):
     """Generate; a LoRA that does not fit the model is left out with a notice and the job runs again."""
     while True:
         try:
-            return service.generate(job, slot, request, image, parts)
+            return service.generate(job, slot, request, image, parts, run=run)
         except NetworkError as exc:
             if not exc.tag or exc.tag not in request.prompt + request.negative_prompt:
                 raise

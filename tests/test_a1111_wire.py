@@ -1,0 +1,252 @@
+"""The A1111 wire policy, payload by payload, without HTTP: what is accepted, ignored (with a notice),
+substituted or refused (422 naming the field), and what it becomes in our terms."""
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from img2img.errors import InvalidRequest
+from img2img.server.a1111.options import OPTIONS_FILE, Options
+from img2img.server.a1111.payloads import Img2ImgPayload, Txt2ImgPayload
+from img2img.server.a1111.routes import attach_options
+from img2img.server.a1111.translate import translate
+from img2img.server.config import ServerConfig
+from img2img.server.service import Service
+from img2img.testing import make_photo
+
+
+@pytest.fixture
+def service(tiny_sd, tmp_path):
+    running = Service(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, history_dir=str(tmp_path)))
+    attach_options(running)
+    yield running
+    running.queue.shutdown(grace=0)
+
+
+def encoded(fmt="PNG", size=(48, 32), prefix="") -> str:
+    buffer = io.BytesIO()
+    make_photo(*size).convert("RGB").save(buffer, fmt)
+    return prefix + base64.b64encode(buffer.getvalue()).decode()
+
+
+def img2img(service, **fields):
+    payload = {"init_images": [encoded()], "prompt": "x", **fields}
+    return translate(Img2ImgPayload.model_validate(payload), service)
+
+
+def txt2img(service, **fields):
+    return translate(Txt2ImgPayload.model_validate({"prompt": "x", **fields}), service)
+
+
+def test_a1111s_own_img2img_test_payload(service):
+    # test/test_img2img.py in AUTOMATIC1111/stable-diffusion-webui, verbatim apart from the image.
+    payload = {"batch_size": 1, "cfg_scale": 7, "denoising_strength": 0.75, "eta": 0, "height": 64,
+               "include_init_images": False, "init_images": [encoded(prefix="data:image/png;base64,")],
+               "inpaint_full_res": False, "inpaint_full_res_padding": 0, "inpainting_fill": 0,
+               "inpainting_mask_invert": False, "mask": None, "mask_blur": 4, "n_iter": 1, "negative_prompt": "",
+               "override_settings": {}, "prompt": "example prompt", "resize_mode": 0, "restore_faces": False,
+               "s_churn": 0, "s_noise": 1, "s_tmax": 0, "s_tmin": 0, "sampler_index": "Euler a", "seed": -1,
+               "seed_resize_from_h": -1, "seed_resize_from_w": -1, "steps": 3, "styles": [], "subseed": -1,
+               "subseed_strength": 0, "tiling": False, "width": 64}
+    translated = translate(Img2ImgPayload.model_validate(payload), service)
+    request = translated.request
+    assert (request.sampler, request.scheduler, request.eta) == ("Euler a", "Automatic", 0)  # eta 0: Euler
+    assert (request.steps, request.strength, request.width, request.height) == (3, 0.75, 64, 64)
+    assert request.s_tmax is None and request.s_churn == 0 and request.s_noise == 1  # s_tmax 0 means no limit
+    assert translated.notices == [] and translated.mode == "img2img" and len(translated.images) == 1
+
+
+def test_unknown_fields_and_nulls_are_accepted_and_reported(service):
+    # SillyTavern's server adds its own url/auth keys and SD.Next's clip_skip to every request.
+    translated = txt2img(service, url="http://127.0.0.1:7860", auth="", clip_skip=1, prompt=None, steps=None,
+                         sampler_name=None, cfg_scale=None, override_settings=None, styles=None, eta=None)
+    assert translated.notices == ["ignored fields this API does not have: auth, clip_skip, url"]
+    request = translated.request
+    assert request.prompt == "" and request.steps == 25 and request.sampler == "DPM++ 2M"
+    assert request.cfg_scale == 7.0
+
+
+def test_numbers_are_read_as_pydantic_1_read_them(service):
+    # The AIYA Discord bot sends hr_second_pass_steps as steps / 2, a float such as 12.5.
+    payload = Txt2ImgPayload.model_validate({"prompt": 5, "seed": "7", "hr_second_pass_steps": 12.5,
+                                             "enable_hr": 1, "steps": 25.0})
+    assert (payload.prompt, payload.seed, payload.hr_second_pass_steps, payload.enable_hr, payload.steps) == \
+        ("5", 7, 12, True, 25)
+    with pytest.raises(ValueError):
+        Txt2ImgPayload.model_validate({"steps": "many"})
+
+
+@pytest.mark.parametrize("fmt, prefix", [("JPEG", ""), ("JPEG", "data:image/png;base64,"), ("WEBP", ""),
+                                         ("PNG", "data:image/jpeg;base64,"), ("GIF", "")])
+def test_any_image_format_whatever_the_prefix_says(service, fmt, prefix):
+    text = encoded(fmt, prefix=prefix)
+    if fmt == "JPEG":
+        assert text.removeprefix(prefix).startswith("/9j/")  # was taken for a file path
+    image = Image.open(io.BytesIO(img2img(service, init_images=[text]).images[0]))
+    assert image.format == fmt and image.size == (48, 32)
+
+
+def test_base64_spellings(service):
+    text = encoded()
+    wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # MIME line breaks
+    urlsafe = text.replace("+", "-").replace("/", "_").rstrip("=")
+    for variant in (wrapped, urlsafe, " " + text + " "):
+        assert img2img(service, init_images=[variant]).images[0] == base64.b64decode(text)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("https://example.com/cat.png", "--allow-image-urls"),
+    ("file:///etc/passwd", "file URLs are not accepted"),
+    ("!!not base64!!", "not valid base64"),
+    ("", "expected a base64-encoded image"),
+])
+def test_images_that_are_not_base64(service, value, words):
+    with pytest.raises(InvalidRequest, match="init_images\\[0\\]") as error:
+        img2img(service, init_images=[value])
+    assert words in str(error.value)
+
+
+def test_several_init_images_are_one_batch(service):
+    translated = img2img(service, init_images=[encoded(size=(48, 32)), encoded("JPEG", size=(32, 48))])
+    assert len(translated.images) == 2 and translated.request.batch_size == 2
+    assert translated.notices == ["2 init images: batch_size 2 (one output per image)"]
+    assert img2img(service, init_images=[encoded()] * 3, batch_size=3).notices == []
+
+
+def test_fewer_steps_than_one_run_one_step(service):
+    translated = img2img(service, steps=3, denoising_strength=0.2)
+    request = translated.request
+    assert request.steps == 3 and request.effective_steps == 1
+    assert "ran one denoising step" in translated.notices[0]
+    request.normalized().validate()  # a request the strict core accepts
+
+
+def test_img2img_fix_steps_runs_exactly_the_steps_asked_for(service):
+    service.a1111_options.update({"img2img_fix_steps": True})
+    request = img2img(service, steps=10, denoising_strength=0.5).request
+    assert (request.steps, request.effective_steps) == (20, 10)
+
+
+def test_sizes_that_are_not_multiples_of_8(service):
+    # Editor plugins send the canvas or selection size as it is.
+    translated = img2img(service, width=333, height=257)
+    assert (translated.request.width, translated.request.height) == (336, 256)
+    assert translated.output_size == (333, 257)
+    assert "width 333 is not a multiple of 8: generated at 336" in translated.notices
+
+
+@pytest.mark.parametrize("fields, sampler, schedule, notice", [
+    ({"sampler_name": "Euler a Karras"}, "Euler a", "Karras", None),
+    ({"sampler_name": "DPM++ 2M Karras", "scheduler": "Exponential"}, "DPM++ 2M", "Karras", None),
+    ({"sampler_index": "k_dpmpp_2m_sde_ka"}, "DPM++ 2M SDE", "Karras", None),
+    ({"sampler_name": "", "sampler_index": "PLMS"}, "PLMS", "Automatic", None),
+    ({"sampler_name": "DPM++ 2M", "sampler_index": "Euler"}, "DPM++ 2M", "Automatic", None),
+    ({"sampler_name": "Magic"}, "DPM++ 2M", "Automatic", "sampler_name 'Magic' is not a sampler"),
+    ({"sampler_name": "Euler", "scheduler": "wobbly"}, "Euler", "Automatic", "scheduler 'wobbly' is not"),
+    ({"sampler_name": "DDIM", "scheduler": "normal"}, "DDIM", "Normal", None),
+])
+def test_sampler_names_as_a1111_reads_them(service, fields, sampler, schedule, notice):
+    translated = txt2img(service, **fields)
+    assert (translated.request.sampler, translated.request.scheduler) == (sampler, schedule)
+    assert any(notice in n for n in translated.notices) if notice else translated.notices == []
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"mask": encoded()}, "mask"),
+    ({"latent_mask": encoded()}, "latent_mask"),
+    ({"resize_mode": 3}, "resize_mode"),
+    ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
+    ({"seed_resize_from_w": 512, "width": 64}, "seed_resize_from_w"),
+    ({"restore_faces": True}, "restore_faces"),
+    ({"script_name": "sd upscale", "script_args": ["", 8, "Lanczos", 2.0]}, "script_name"),
+    ({"alwayson_scripts": {"controlnet": {"args": []}}}, "alwayson_scripts"),
+    ({"refiner_checkpoint": "sdxl-refiner"}, "refiner_checkpoint"),
+    ({"s_min_uncond": 0.5}, "s_min_uncond"),
+    ({"override_settings": {"CLIP_stop_at_last_layers": 13}}, "override_settings.CLIP_stop_at_last_layers"),
+    ({"override_settings": {"sd_vae": "vae-ft-mse.safetensors"}}, "override_settings.sd_vae"),
+    ({"override_settings": {"samples_format": "tiff"}}, "override_settings.samples_format"),
+    ({"override_settings": {"sd_model_checkpoint": "sdxl"}}, "override_settings.sd_model_checkpoint"),
+])
+def test_what_cannot_be_done_yet_is_refused_naming_the_field(service, fields, name):
+    with pytest.raises(InvalidRequest) as error:
+        img2img(service, **fields)
+    assert error.value.field == name and str(error.value).startswith(name)
+
+
+def test_defaults_a1111_clients_send_are_accepted(service):
+    translated = img2img(service, script_name="None", styles=["None"], refiner_checkpoint="None",
+                         override_settings={"CLIP_stop_at_last_layers": 1, "sd_vae": "Automatic",
+                                            "eta_noise_seed_delta": 0}, seed_resize_from_h=64, height=64,
+                         restore_faces=False, alwayson_scripts={})
+    assert translated.notices == []
+
+
+def test_override_settings_take_effect_for_one_request(service):
+    translated = img2img(service, sampler_name="Euler a",
+                         override_settings={"eta_ancestral": 0.5, "samples_format": "jpg", "bogus": 1})
+    assert translated.request.eta == 0.5 and translated.image_format == "JPEG"
+    assert translated.notices == ["override_settings.bogus: not a setting of this server; ignored"]
+    ddim = img2img(service, sampler_name="DDIM", override_settings={"eta_ddim": 0.3})
+    assert ddim.request.eta == 0.3
+    assert img2img(service).image_format == "PNG"  # only for that request
+    corrected = img2img(service, override_settings={"img2img_color_correction": True,
+                                                   "CLIP_stop_at_last_layers": 2}).request
+    assert corrected.color_correction and corrected.clip_skip == 2
+    service.a1111_options.update({"CLIP_stop_at_last_layers": 2})  # the server's setting, for every request
+    assert txt2img(service).request.clip_skip == 2 and not txt2img(service).request.color_correction
+
+
+def test_styles_and_variation_seeds_reach_the_request(service):
+    request = txt2img(service, styles=["None", "", "Cinematic"], subseed=5, subseed_strength=0.3).request
+    assert request.styles == ("Cinematic",)  # "None" is what clients send for no style
+    assert (request.subseed, request.subseed_strength) == (5, 0.3)
+
+
+def test_infotext_fills_unset_fields(service):
+    text = "a red boat\nNegative prompt: fog\nSteps: 7, Sampler: Euler, Schedule type: Karras, CFG scale: 4, " \
+           "Seed: 99, Size: 64x48, Denoising strength: 0.5, Eta: 0.2, Tiling: True"
+    translated = img2img(service, infotext=text, steps=9)
+    request = translated.request
+    assert (request.prompt, request.negative_prompt, request.steps, request.sampler, request.scheduler) == \
+        ("x", "fog", 9, "Euler", "Karras")  # prompt and steps were given, so they stay
+    assert (request.seed, request.width, request.height, request.strength, request.eta, request.tiling) == \
+        (99, 64, 48, 0.5, 0.2, True)
+
+
+def test_hires_fix_plans(service):
+    hires = txt2img(service, enable_hr=True, hr_scale=2, hr_second_pass_steps=5, denoising_strength=0.5,
+                    width=64, height=48).hires
+    assert hires.size(64, 48) == (128, 96)
+    assert hires.request.steps == 10 and hires.request.effective_steps == 5  # exactly hr_second_pass_steps
+    assert hires.params == {"Hires upscale": 2.0, "Hires steps": 5, "Hires upscaler": "Latent"}
+    resized = txt2img(service, enable_hr=True, hr_resize_x=100, denoising_strength=0.5).hires
+    assert resized.size(64, 48) == (104, 72)  # height from the ratio, both to multiples of 8
+    old = txt2img(service, enable_hr=True, width=128, height=128, firstphase_width=64, firstphase_height=64)
+    assert (old.request.width, old.request.height) == (64, 64) and old.hires.size(64, 64) == (128, 128)
+    other = txt2img(service, enable_hr=True, hr_upscaler="R-ESRGAN 4x+", hr_sampler_name="Euler",
+                    denoising_strength=0.6)
+    assert other.hires.upscaler == "Lanczos" and other.hires.request.sampler == "Euler"
+    assert any("R-ESRGAN 4x+" in n for n in other.notices)
+    only_upscale = txt2img(service, enable_hr=True, denoising_strength=0)  # A1111's own test payload
+    assert only_upscale.hires.request is None
+
+
+def test_options_are_checked_kept_and_read_back(tmp_path):
+    options = Options(tmp_path)
+    assert options.get("send_seed") is True and options.get("samples_format") == "png"
+    notices = options.update({"send_seed": False, "samples_format": "webp", "eta_ddim": 0.2, "made_up": 1})
+    assert notices == ["made_up: not a setting of this server; ignored"]
+    again = Options(tmp_path)  # a restarted server
+    assert again.get("send_seed") is False and again.get("samples_format") == "webp" and again.get("eta_ddim") == 0.2
+    stored = json.loads((tmp_path / OPTIONS_FILE).read_text())
+    assert "made_up" not in stored
+    for change, name in (({"send_seed": "yes"}, "send_seed"), ({"CLIP_stop_at_last_layers": 0}, "CLIP_stop"),
+                         ({"randn_source": "GPU"}, "randn_source"), ({"jpeg_quality": float("nan")}, "jpeg")):
+        with pytest.raises(InvalidRequest, match=name):
+            again.update(change)
+    assert Options(tmp_path).get("send_seed") is False  # a refused write changes nothing
+    (tmp_path / OPTIONS_FILE).write_text("{not json")
+    assert Options(tmp_path).get("send_seed") is True  # unreadable: A1111's defaults, not a crash
