@@ -13,13 +13,14 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-from . import networks, styles
+from . import inpaint, networks, styles
 from .backends import Acceleration, sized_for
 from .backends.autoencoders import vae_name
 from .errors import Interrupted, InvalidRequest
 from .geometry import plan_resize, target_size
 from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
 from .infotext import format_infotext
+from .masks import paste_back
 from .models import CACHE, LoadedModel, PipelineCache, choose_device, resolve_model
 from .noise import apply_variation, batch_seeds, text_to_image_noise
 from .prompts import extract_networks
@@ -84,23 +85,29 @@ class Engine:
             if tag.kind == "lora":
                 self.acceleration.require("lora")
                 networks.find_lora(tag, networks.list_files(self.lora_dir), self.lora_dir)
+        if request.inpaint_fill is None:  # A1111's web UI default; new canvas area starts from its surroundings
+            request = request.replace(inpaint_fill="fill" if request.outpaint else "original")
         sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
         return request.replace(sampler=sampler, scheduler=schedule)
 
-    def transform(self, image, prompt: str = "", *, on_step: StepCallback | None = None, **fields) -> Result:
-        """Transform `image` (path, bytes, PIL image or numpy array) as `prompt` says. See Request."""
+    def transform(self, image, prompt: str = "", *, mask=None, on_step: StepCallback | None = None,
+                  **fields) -> Result:
+        """Transform `image` (path, bytes, PIL image or numpy array) as `prompt` says. See Request.
+
+        With `mask` (same kinds; white = repaint, the image's size) only the masked part changes."""
         if image is None:
             raise InvalidRequest("transform() needs an input image; text_to_image() makes one from a prompt", "image")
-        return self.run(Request(prompt=prompt, **fields), image, on_step=on_step)
+        return self.run(Request(prompt=prompt, **fields), image, mask=mask, on_step=on_step)
 
     def text_to_image(self, prompt: str = "", *, on_step: StepCallback | None = None, **fields) -> Result:
         """Make an image from `prompt` alone, with the same loaded weights (LoadedModel.pipeline)."""
         return self.run(Request(prompt=prompt, **fields), None, on_step=on_step)
 
-    def run(self, request: Request, image=None, *, on_step: StepCallback | None = None) -> Result:
+    def run(self, request: Request, image=None, *, mask=None, on_step: StepCallback | None = None) -> Result:
         """Generate for `request`: image-to-image from `image`, or text-to-image when `image` is None.
 
         `image` may also be a list of images, one per member of the batch (batch_size = their number).
+        With `mask` (or mask_from_alpha, or outpaint) only part of the image is repainted.
         """
         import numpy as np
         import torch
@@ -109,7 +116,7 @@ class Engine:
         mode = choose_mode(request, image)
         # 1. validate, with the model's defaults filled in (before any model loads)
         request = self.prepare(request, mode)
-        # 2. read the input image(s) (bad files fail before the model loads, too)
+        # 2. read the input image(s) and the mask, if any (bad files fail before the model loads, too)
         sources = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
         if len(sources) > 1 and len(sources) != request.batch_size:
             raise InvalidRequest(f"{len(sources)} input images need batch_size {len(sources)}, got "
@@ -117,16 +124,24 @@ class Engine:
         loaded_images = [load_image(source, max_pixels=self.max_pixels, background=request.background)
                          for source in sources]
         loaded_image = loaded_images[0] if loaded_images else None
+        repaint = inpaint.read_repaint(request, sources, loaded_image, mask, max_pixels=self.max_pixels)
         notices = [notice for loaded in loaded_images for notice in loaded.notices]
         with GPU_LOCK:
             self._cancel.clear()
-            # 3. load the model (cached)
+            # 3. load the model (cached); masks and inpainting models use its inpainting pipeline
             model = self.load()
             notices += model.notices
-            # 4. plan the size and prepare the image(s): all take the first one's size
+            if mode == "img2img" and (repaint is not None or model.is_inpainting):
+                mode = "inpaint"
+            # 4. plan the size and prepare the image(s): all take the first one's size; with a mask, what
+            # gets repainted (the whole picture or the masked area's box)
+            masked = inpaint.prepare_inputs(request, repaint, model.native)
             if loaded_image is None:
                 width, height = request.width or model.native, request.height or model.native
                 prepared, inputs = [], {"width": width, "height": height}
+            elif masked is not None:
+                (width, height), prepared = masked.size, [masked.image]
+                inputs = {"strength": request.strength}
             else:
                 width, height = target_size(*loaded_image.original_size, model.native, request.width,
                                             request.height)
@@ -150,6 +165,10 @@ class Engine:
                 inputs["latents"] = text_to_image_noise(pipe, width, height, seeds, subseeds, request.subseed_strength)
             elif subseeds:
                 apply_variation(pipe, subseeds, request.subseed_strength)
+            if mode == "inpaint":
+                if not request.mask_round:  # keep the blurred mask's grey levels (A1111's mask_round off)
+                    pipe.mask_processor = inpaint.soft_mask_processor(pipe.mask_processor)
+                inputs.update(inpaint.pipeline_args(pipe, request, prepared, masked, seeds, generators))
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
             # 7. LoRAs named in the prompts join the models for this request only; embeddings by name
@@ -177,16 +196,22 @@ class Engine:
             if flagged:
                 notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
                                "safety checker; pass --no-safety-checker to disable it")
-        # 11. colour correction towards the input, optional resize back to the input's size, then metadata
+        # 11. colour correction towards the input; with a mask, into the input, whose pixels outside the mask
+        # stay exactly as they were
         if request.color_correction and prepared:
             from .colors import match_colors
 
             images = [match_colors(im, prepared[min(i, len(prepared) - 1)]) for i, im in enumerate(images)]
-        if loaded_image and request.keep_size and images[0].size != loaded_image.original_size:
+        if masked is not None:
+            images = [paste_back(im, masked) for im in images]
+        # 12. optional resize back to the input's size (the canvas, when outpainting), then metadata
+        input_size = repaint.canvas.size if repaint is not None else loaded_image and loaded_image.original_size
+        if input_size and request.keep_size and images[0].size != input_size:
             from PIL import Image
 
-            images = [im.resize(loaded_image.original_size, Image.Resampling.LANCZOS) for im in images]
-        extra = {**sampling.params, "Tiling": True if request.tiling else None, "Lora hashes": loras.hashes(),
+            images = [im.resize(input_size, Image.Resampling.LANCZOS) for im in images]
+        extra = {**sampling.params, "Tiling": True if request.tiling else None,
+                 **inpaint.infotext_params(request, repaint), "Lora hashes": loras.hashes(),
                  "TI hashes": embeddings.hashes(conditioning.encoder.used_embeddings)}
         digests = [loaded.digest for loaded in loaded_images] or [None]
         infotexts = [

@@ -132,7 +132,8 @@ def _number(params: dict, key: str, kind):
 
 
 def fields_from_infotext(text: str) -> dict:
-    """Request fields (plus "model" and "model_hash") recorded in an infotext; absent keys are left out."""
+    """Request fields (plus "model", "model_hash" and "mask_hash") recorded in an infotext; absent keys are
+    left out."""
     prompt, negative, params = parse_infotext(text)
     fields: dict = {"prompt": prompt, "negative_prompt": negative}
     for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
@@ -152,6 +153,28 @@ def fields_from_infotext(text: str) -> dict:
         fields["width"] = _number({"Size": width}, "Size", int)
         fields["height"] = _number({"Size": height}, "Size", int)
     for key, name in (("Keep size", "keep_size"), ("Color correction", "color_correction"), ("Tiling", "tiling")):
+        if key in params:
+            fields[name] = params[key].strip().lower() == "true"
+    fields.update(_inpainting_fields(params))
+    return fields
+
+
+def _inpainting_fields(params: dict) -> dict:
+    """A1111's inpainting keys (labels as it writes them; Request.normalized() reads them), plus ours."""
+    fields: dict = {}
+    if "Mask blur" in params:
+        fields["mask_blur"] = _number(params, "Mask blur", int)
+    if "Mask blur x" in params and "Mask blur y" in params:
+        fields["mask_blur"] = (_number(params, "Mask blur x", int), _number(params, "Mask blur y", int))
+    if "Mask mode" in params:
+        fields["invert_mask"] = params["Mask mode"].strip().lower() == "inpaint not masked"
+    for key, name in (("Masked content", "inpaint_fill"), ("Inpaint area", "inpaint_area"), ("Outpaint", "outpaint"),
+                      ("Mask hash", "mask_hash")):
+        if key in params:
+            fields[name] = params[key]
+    if "Masked area padding" in params:
+        fields["inpaint_padding"] = _number(params, "Masked area padding", int)
+    for key, name in (("Mask round", "mask_round"), ("Mask from alpha", "mask_from_alpha")):
         if key in params:
             fields[name] = params[key].strip().lower() == "true"
     return fields

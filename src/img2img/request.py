@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import InvalidRequest
 from .geometry import A1111_RESIZE_MODES, RESIZE_MODES, SIZE_MULTIPLE
+from .masks import A1111_INPAINT_FILLS, INPAINT_AREAS, INPAINT_FILLS, MAX_PADDING, parse_blur, parse_outpaint
 
 MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds move between tools unchanged
 MAX_SIDE = 4096
@@ -55,6 +56,16 @@ class Request:
     s_tmax: float | None = None  # None: no upper limit
     s_noise: float = 1.0
     tiling: bool = False  # seamless: the image wraps around at its edges
+    # Inpainting: used with a mask, mask_from_alpha or outpaint. A1111's meanings and (web UI) defaults.
+    mask_blur: int | tuple[int, int] = 4  # Gaussian sigma in pixels; (x, y) blurs the two directions apart
+    invert_mask: bool = False  # repaint what the mask leaves black instead
+    inpaint_fill: str | None = None  # masked content: fill, original, latent-noise, latent-nothing (A1111's 0-3);
+    #                                  None: original, or fill when outpainting
+    inpaint_area: str = "whole"  # whole (picture) or masked (only the masked area, at the generation size)
+    inpaint_padding: int = 32  # pixels around the mask that "masked" also works on
+    mask_round: bool = True  # threshold alpha masks at half and the latent mask at 0.5 (A1111's mask_round)
+    mask_from_alpha: bool = False  # the input's transparent pixels are the mask
+    outpaint: tuple[int, int, int, int] | None = None  # extend the canvas by LEFT, TOP, RIGHT, BOTTOM pixels
 
     def replace(self, **changes) -> Request:
         return dataclasses.replace(self, **changes)
@@ -81,6 +92,7 @@ class Request:
             changes["resize_mode"] = A1111_RESIZE_MODES[int(mode)]
         elif isinstance(mode, str):
             changes["resize_mode"] = mode.strip().lower()
+        changes.update(_normalized_inpainting(self))
         return self.replace(**changes) if changes else self
 
     def validate(self) -> Request:
@@ -120,6 +132,7 @@ class Request:
             if value is not None:
                 _check_number(name, value, 0.0, math.inf)
         _check_type("tiling", self.tiling, bool)
+        _validate_inpainting(self)
         if self.steps is not None and self.effective_steps < 1:
             fewest = _min_steps(self.strength)
             advice = (f"raise steps to at least {fewest} or raise strength" if fewest is not None else
@@ -127,6 +140,42 @@ class Request:
             raise InvalidRequest(f"steps x strength = {self.steps} x {self.strength:g} gives {self.effective_steps} "
                                  f"denoising steps; {advice}", "strength")
         return self
+
+
+_AREA_NAMES = {"whole picture": "whole", "only masked": "masked"}
+
+
+def _normalized_inpainting(request: Request) -> dict[str, Any]:
+    """A1111's numbers and labels for the inpainting fields; blur and outpaint as tuples."""
+    changes: dict[str, Any] = {}
+    fill = request.inpaint_fill
+    if isinstance(fill, int) and not isinstance(fill, bool) and fill in A1111_INPAINT_FILLS:
+        changes["inpaint_fill"] = A1111_INPAINT_FILLS[fill]
+    elif isinstance(fill, str):
+        name = fill.strip().lower().replace(" ", "-").replace("_", "-")
+        changes["inpaint_fill"] = A1111_INPAINT_FILLS[int(name)] if name.isdigit() and int(name) < 4 else name
+    if isinstance(request.inpaint_area, str):
+        area = request.inpaint_area.strip().lower()
+        changes["inpaint_area"] = _AREA_NAMES.get(area, area)
+    for name, parse in (("mask_blur", parse_blur), ("outpaint", parse_outpaint)):
+        try:
+            changes[name] = parse(getattr(request, name))
+        except InvalidRequest:
+            pass  # validate() names the problem
+    return {k: v for k, v in changes.items() if v != getattr(request, k)}
+
+
+def _validate_inpainting(request: Request) -> None:
+    parse_blur(request.mask_blur)  # each raises InvalidRequest naming the field
+    parse_outpaint(request.outpaint)
+    if request.inpaint_fill is not None and request.inpaint_fill not in INPAINT_FILLS:
+        raise InvalidRequest(f"inpaint_fill must be one of {', '.join(INPAINT_FILLS)} (or A1111's 0-3), "
+                             f"got {request.inpaint_fill!r}", "inpaint_fill")
+    if request.inpaint_area not in INPAINT_AREAS:
+        raise InvalidRequest(f"inpaint_area must be whole or masked, got {request.inpaint_area!r}", "inpaint_area")
+    _check_int("inpaint_padding", request.inpaint_padding, 0, MAX_PADDING)
+    for name in ("invert_mask", "mask_round", "mask_from_alpha"):
+        _check_type(name, getattr(request, name), bool)
 
 
 def _min_steps(strength: float) -> int | None:
