@@ -21,6 +21,8 @@ def test_aliases_point_at_live_repos():
     assert resolve_model("sdxl").location == "stabilityai/stable-diffusion-xl-base-1.0"
     assert resolve_model("sd-turbo").profile == TURBO
     assert {a.native for a in ALIASES.values()} == {512, 768, 1024}
+    assert resolve_model("sd15-inpainting").location == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    assert resolve_model("sdxl-inpainting").location == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
     assert not any(a.repo.startswith("stabilityai/stable-diffusion-2") for a in ALIASES.values())
 
 

@@ -56,6 +56,10 @@ ALIASES: dict[str, Alias] = {
         Alias("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 1024, STANDARD, "SDXL base 1.0, 1024px"),
         Alias("sd-turbo", "stabilityai/sd-turbo", 512, TURBO, "SD-Turbo, 512px, 1-4 steps, no CFG"),
         Alias("sdxl-turbo", "stabilityai/sdxl-turbo", 512, TURBO, "SDXL-Turbo, 512px, 1-4 steps, no CFG"),
+        Alias("sd15-inpainting", "stable-diffusion-v1-5/stable-diffusion-inpainting", 512, STANDARD,
+              "Stable Diffusion 1.5 inpainting (9-channel UNet), 512px (ships a safety checker)"),
+        Alias("sdxl-inpainting", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", 1024, STANDARD,
+              "SDXL 1.0 inpainting (9-channel UNet), 1024px"),
     )
 }
 
@@ -307,6 +311,24 @@ def _single_file_class(path: Path):
     return StableDiffusionXLImg2ImgPipeline if is_xl else StableDiffusionImg2ImgPipeline
 
 
+def _check_config_channels(checkpoint: Path, config: Path) -> None:
+    """An inpainting checkpoint (9-channel UNet) needs an inpainting config folder, and the other way round."""
+    from safetensors import safe_open
+
+    wanted = _read_json(config / "unet" / "config.json").get("in_channels")
+    try:
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            key = "model.diffusion_model.input_blocks.0.0.weight"
+            found = handle.get_slice(key).get_shape()[1] if key in handle.keys() else None
+    except Exception:  # unreadable headers are reported by the loader
+        return
+    if wanted and found and wanted != found:
+        kind = {9: "an inpainting model (9-channel UNet)", 4: "a regular model (4-channel UNet)"}
+        raise ModelNotAvailable(f"{checkpoint}: is {kind.get(found, f'a {found}-channel UNet')}, but the config "
+                                f"folder {config} is {kind.get(wanted, f'a {wanted}-channel UNet')}; pass a "
+                                "--model-config folder of the same kind")
+
+
 def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, config: str | None):
     path = Path(source.location)
     try:
@@ -317,6 +339,7 @@ def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, con
         from diffusers import StableDiffusionImg2ImgPipeline as cls
     kwargs: dict[str, Any] = dtype_kwargs(dtype)
     if config:
+        _check_config_channels(path, Path(config))
         kwargs["config"] = config
     if hub_offline() or not hub_reachable():
         kwargs["local_files_only"] = True
