@@ -51,6 +51,15 @@ def run(
     height: opt.Height = None,
     resize_mode: opt.ResizeMode = None,
     keep_size: opt.KeepSize = False,
+    mask: Path | None = typer.Option(None, "--mask", help="Repaint only where this image is white (the input's "
+                                                          "size; a mask with transparency: where it is opaque)."),
+    mask_from_alpha: opt.MaskFromAlpha = False,
+    invert_mask: opt.InvertMask = False,
+    mask_blur: opt.MaskBlur = None,
+    inpaint_fill: opt.InpaintFill = None,
+    inpaint_area: opt.InpaintArea = None,
+    inpaint_padding: opt.InpaintPadding = None,
+    outpaint: opt.Outpaint = None,
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
@@ -81,6 +90,7 @@ def run(
 ):
     """Transform IMAGE(s) with a prompt and save the results with their parameters."""
     from .engine import Engine
+    from .inpaint import check_repaint_options
     from .request import Request
 
     err = _console()
@@ -88,14 +98,20 @@ def run(
         "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,
         "cfg_scale": cfg_scale, "seed": seed, "sampler": sampler, "scheduler": scheduler, "width": width,
         "height": height, "resize_mode": resize_mode, "batch_size": batch_size, "background": background,
-        "keep_size": keep_size or None,
+        "keep_size": keep_size or None, "mask_from_alpha": mask_from_alpha or None,
+        "invert_mask": invert_mask or None, "mask_blur": mask_blur, "inpaint_fill": inpaint_fill,
+        "inpaint_area": inpaint_area, "inpaint_padding": inpaint_padding, "outpaint": outpaint,
     }
     fields = {k: v for k, v in given.items() if v is not None}
     fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))
-    stored_hash = None
+    stored_hash = stored_mask_hash = None
     if params_from is not None:
         stored = _stored_fields(params_from)
         stored_model, stored_hash = stored.pop("model", None), stored.pop("model_hash", None)
+        stored_mask_hash = stored.pop("mask_hash", None)
+        if stored_mask_hash and mask is None and not mask_from_alpha:
+            raise InvalidRequest(f"{params_from} was made with a mask (Mask hash {stored_mask_hash}); masks are not "
+                                 "stored in outputs: pass the same mask again with --mask FILE", "mask")
         fields = {**stored, **fields}
         model = model or _usable_model_name(stored_model)
     if "prompt" not in fields:
@@ -112,20 +128,25 @@ def run(
     if model_config is not None and engine.source.kind != "file":
         raise InvalidRequest("--model-config is only used with a single-file .safetensors --model")
     request = engine.prepare(request)  # fail on bad parameters before any model loads
+    if check_repaint_options(request, mask is not None) and mask is not None and not mask.is_file():
+        raise ImageError(f"mask {mask}: no such file")
     if not quiet:
         where = "" if engine.source.kind != "hub" or engine.source.name == engine.source.location \
             else f" ({engine.source.location})"
         err.print(f"model {engine.source.name}{where} on {engine.device}, {engine.dtype}{_speed_summary(engine)}; "
                   f"{request.steps} steps x strength {request.strength:g} = "
                   f"{request.effective_steps} denoising steps")
-    inputs = {p.resolve() for p in images}
+    inputs = {p.resolve() for p in images} | ({mask.resolve()} if mask is not None else set())
     failures = 0
     for image_path in images:
         try:
-            result = _run_one(engine, request, image_path, quiet, err)
+            result = _run_one(engine, request, image_path, mask, quiet, err)
             if stored_hash and result.infotexts and f"Model hash: {stored_hash}" not in result.infotexts[0]:
                 err.print(f"[yellow]note:[/] the stored parameters came from a model with hash {stored_hash}; "
                           "this model differs, so the output will too")
+            if stored_mask_hash and result.infotexts and f"Mask hash: {stored_mask_hash}" not in result.infotexts[0]:
+                err.print(f"[yellow]note:[/] the stored parameters came from a mask with hash {stored_mask_hash}; "
+                          "this mask differs, so the output will too")
             from .outputs import output_paths, save_result
 
             paths = output_paths(image_path.stem, result.seeds, path=output, output_dir=output_dir, fmt=fmt,
@@ -140,11 +161,14 @@ def run(
             failures += 1
             print(f"error: {exc}", file=sys.stderr)
             continue
-        for path, seed in zip(saved, result.seeds):
+        for path, seed, image in zip(saved, result.seeds, result.images):
             if quiet:
                 print(path)
             else:
-                err.print(f"wrote {path} (seed {seed}, {result.width}x{result.height})")
+                size = f"{image.width}x{image.height}"
+                if (image.width, image.height) != (result.width, result.height):
+                    size += f", generated at {result.width}x{result.height}"
+                err.print(f"wrote {path} (seed {seed}, {size})")
                 for line in result.notices:
                     err.print(f"[yellow]note:[/] {line}")
     if failures:
@@ -161,9 +185,9 @@ def _speed_summary(engine) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _run_one(engine, request, image_path: Path, quiet: bool, err):
+def _run_one(engine, request, image_path: Path, mask: Path | None, quiet: bool, err):
     if quiet or not err.is_terminal:  # a progress bar only where someone watches it
-        return engine.run(request, image_path)
+        return engine.run(request, image_path, mask=mask)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -173,7 +197,7 @@ def _run_one(engine, request, image_path: Path, quiet: bool, err):
         def on_step(step: int, total: int, _latents) -> None:
             progress.update(task, description=f"{image_path.name}: denoising", completed=step, total=total)
 
-        return engine.run(request, image_path, on_step=on_step)
+        return engine.run(request, image_path, mask=mask, on_step=on_step)
 
 
 def _stored_fields(path: Path) -> dict:

@@ -83,3 +83,19 @@ def engine_speed_kwargs(vae: str | None, backend: str | None, compile: bool, off
     given = {"vae": vae, "backend": backend, "compile": compile or None, "offload": offload,
              "cpu_threads": cpu_threads}
     return {key: value for key, value in given.items() if value is not None}
+# Inpainting and outpainting (A1111's names and defaults).
+MaskFromAlpha = Annotated[bool, typer.Option(
+    "--mask-from-alpha", help="Repaint the input's transparent pixels (PNG/WebP from an editor's eraser).")]
+InvertMask = Annotated[bool, typer.Option("--invert-mask", help="Repaint what the mask leaves black instead.")]
+MaskBlur = Annotated[str | None, typer.Option(
+    "--mask-blur", metavar="N|X,Y", help="Soften the mask's edge: Gaussian sigma in pixels. (default: 4)")]
+InpaintFill = Annotated[str | None, typer.Option(
+    "--inpaint-fill", help="What the masked area starts from: original, fill (colours around it), latent-noise or "
+                           "latent-nothing. (default: original; fill when outpainting)")]
+InpaintArea = Annotated[str | None, typer.Option(
+    "--inpaint-area", help="whole (the picture at the generation size) or masked (only the area around the mask, "
+                           "at the model's native size, pasted back into the full-size input). (default: whole)")]
+InpaintPadding = Annotated[int | None, typer.Option(
+    "--inpaint-padding", metavar="PX", help="With --inpaint-area masked: context around the mask. (default: 32)")]
+Outpaint = Annotated[str | None, typer.Option(
+    "--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Extend the canvas by these pixels and paint the new area.")]
