@@ -1,7 +1,7 @@
 """AUTOMATIC1111's own API tests, replayed against this server: the payloads of its test/test_img2img.py,
 test/test_txt2img.py and test/test_utils.py (stable-diffusion-webui v1.10), with their assertion (status
 200) and, where one can be checked, what the answer must contain. Where this server answers otherwise, the
-test says so and why (masks: not yet; face restoration: needs model files).
+test says so and why (face restoration: needs model files).
 """
 
 import base64
@@ -10,6 +10,7 @@ import io
 import json
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -97,13 +98,29 @@ def test_img2img_simple_performed(server, simple_img2img_request):
 
 
 @pytest.mark.parametrize("invert", [False, True])
-def test_inpainting_masked_is_refused_until_masks_exist(server, simple_img2img_request, mask_basic_image_base64,
-                                                       invert):
-    # A1111 answers 200; masks are the next feature here, so the answer names the field instead.
+def test_inpainting_masked_performed(server, simple_img2img_request, img2img_basic_image_base64,
+                                     mask_basic_image_base64, invert):
+    # A1111's test only asks for 200; here also: the kept side is the init image's pixels, the other changed.
     simple_img2img_request["mask"] = mask_basic_image_base64
     simple_img2img_request["inpainting_mask_invert"] = invert
+    simple_img2img_request["steps"] = 6
     response = post(server, "img2img", simple_img2img_request)
-    assert response.status_code == 422 and response.json()["field"] == "mask"
+    assert response.status_code == 200, response.text
+    [image] = images_of(response)
+    out = np.asarray(image.convert("RGB")).astype(int)
+    original = np.asarray(make_photo(64, 64, seed=5)).astype(int)
+    inside = np.zeros((64, 64), bool)
+    inside[16:48, 16:48] = True  # the mask's square; blur 4 reaches 10 px further
+    near = np.zeros((64, 64), bool)
+    near[6:58, 6:58] = True
+    deep = np.zeros((64, 64), bool)
+    deep[26:38, 26:38] = True
+    kept, changed = (deep, ~near) if invert else (~near, inside)
+    assert np.array_equal(out[kept], original[kept])
+    assert np.abs(out[changed] - original[changed]).mean() > 5
+    params = info_of(response)["infotexts"][0]
+    assert "Masked content: fill" in params and "Inpaint area: Whole picture" in params
+    assert ("Mask mode: Inpaint not masked" in params) == invert
 
 
 def test_img2img_sd_upscale_script_is_refused_naming_it(server, simple_img2img_request):

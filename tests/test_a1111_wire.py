@@ -155,7 +155,6 @@ def test_sampler_names_as_a1111_reads_them(service, fields, sampler, schedule, n
 
 
 @pytest.mark.parametrize("fields, name", [
-    ({"mask": encoded()}, "mask"),
     ({"latent_mask": encoded()}, "latent_mask"),
     ({"resize_mode": 3}, "resize_mode"),
     ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),

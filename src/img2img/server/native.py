@@ -44,6 +44,16 @@ def router(service: Service) -> APIRouter:
         clip_skip: int = Form(1, description="Use the text encoder's Nth layer from the end."),
         styles: list[str] = Form([], description="Style names from the server's styles file; repeatable."),
         color_correction: bool = Form(False, description="Match the result's colours to the input's."),
+        mask: UploadFile | None = File(None, description="Inpainting: repaint where this image is white (the "
+                                                          "input's size; with transparency: where it is opaque)."),
+        mask_from_alpha: bool = Form(False, description="Inpainting: repaint the input's transparent pixels."),
+        invert_mask: bool = Form(False, description="Repaint what the mask leaves black instead."),
+        mask_blur: str = Form("4", description="Mask edge softness: Gaussian sigma in pixels, or X,Y."),
+        inpaint_fill: str | None = Form(None, description="Masked content: original, fill, latent-noise or "
+                                                          "latent-nothing (default: original; fill when outpainting)."),
+        inpaint_area: str = Form("whole", description="whole (picture) or masked (only the area around the mask)."),
+        inpaint_padding: int = Form(32, description="Pixels of context around the mask for inpaint_area=masked."),
+        outpaint: str | None = Form(None, description="Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels."),
         model: str | None = Form(None, description="One of GET /v1/models (default: the current one)."),
         save: bool = Form(False, description="Also keep the results in the server's history (web UI)."),
         response_format: str | None = Form(None, description="png (the first image; default) or json (all images, "
@@ -61,20 +71,26 @@ def router(service: Service) -> APIRouter:
             raise InvalidRequest("a PNG answer holds one image; use response_format=json for batch_size > 1",
                                  "response_format")
         data = await image.read()
+        mask_data = await mask.read() if mask is not None else None
         slot = service.find_model(model, "model")
         request = Request(prompt=prompt, negative_prompt=negative_prompt, strength=strength, steps=steps,
                           cfg_scale=cfg_scale, seed=seed, sampler=sampler, scheduler=scheduler, width=width,
                           height=height, resize_mode=resize_mode, batch_size=batch_size, keep_size=keep_size,
                           background=background, subseed=subseed, subseed_strength=subseed_strength,
-                          clip_skip=clip_skip, styles=tuple(styles), color_correction=color_correction)
+                          clip_skip=clip_skip, styles=tuple(styles), color_correction=color_correction,
+                          mask_from_alpha=mask_from_alpha, invert_mask=invert_mask,
+                          mask_blur=mask_blur, inpaint_fill=inpaint_fill or None, inpaint_area=inpaint_area,
+                          inpaint_padding=inpaint_padding, outpaint=outpaint or None)
 
         def check():
             prepared, _ = service.prepare(slot, request)
             service.check_image(data, "image")
+            service.check_repaint(prepared, data, mask_data)
             return prepared
 
         prepared = await run_in_threadpool(check)
-        outcome = await await_job(http, service, lambda job: service.generate(job, slot, prepared, data),
+        outcome = await await_job(http, service,
+                                  lambda job: service.generate(job, slot, prepared, data, mask=mask_data),
                                   label=slot.name)
         if not outcome.results:
             raise HTTPException(409, "the job was interrupted before an image was finished")

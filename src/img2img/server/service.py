@@ -5,6 +5,7 @@ Routes translate their wire format into a Request and call `Service`; nothing he
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import secrets
@@ -47,8 +48,8 @@ class Outcome:
         return [seed for result in self.results for seed in result.seeds]
 
 
-def _run_batch(engine, request: Request, image, on_step) -> Result:
-    return engine.run(request, image, on_step=on_step)
+def _run_batch(engine, request: Request, image, on_step, mask=None) -> Result:
+    return engine.run(request, image, mask=mask, on_step=on_step)
 
 
 class ModelSlot:
@@ -275,12 +276,29 @@ class Service:
         return request.replace(seed=first), total
 
     # ---------------------------------------------------------------- work in the worker thread
-    def generate(self, job: Job, slot: ModelSlot, request: Request, image, parts: int = 1, run=None) -> Outcome:
+    def check_repaint(self, request: Request, image: bytes, mask: bytes | None, field_name: str = "mask") -> None:
+        """Refuse a mask that cannot be used (unreadable, another size, nothing to repaint; also a bad outpaint or
+        an input without transparency for mask_from_alpha) before it takes a place in the queue."""
+        from ..images import load_image
+        from ..inpaint import check_repaint_options, read_repaint
+
+        if not check_repaint_options(request, mask is not None):
+            return
+        loaded = load_image(image, max_pixels=self.config.max_pixels, background=request.background)
+        try:
+            read_repaint(request, [image], loaded, mask, max_pixels=self.config.max_pixels)
+        except ImageError as exc:
+            error = ImageError(f"{field_name}: {exc}".replace(f"{field_name}: mask: ", f"{field_name}: "))
+            error.field = field_name  # type: ignore[attr-defined]  # the HTTP error names the field
+            raise error from None
+
+    def generate(self, job: Job, slot: ModelSlot, request: Request, image, parts: int = 1, run=None,
+                 mask: bytes | None = None) -> Outcome:
         """Run `parts` batches with consecutive seeds (A1111's n_iter). Interrupt keeps what finished;
         skip drops the running part and goes on. `image` is None for text-to-image, or a list of images
         (one per member of the batch); `run(engine, request, image, on_step)` runs one batch (default:
-        engine.run)."""
-        run = run or _run_batch
+        engine.run, with `mask` if given)."""
+        run = run or functools.partial(_run_batch, mask=mask)
         variation = request.subseed_strength > 0
         seeds = [request.seed + (0 if variation else i) for i in range(request.batch_size * parts)]
         outcome = Outcome(results=[], seeds=seeds)

@@ -63,7 +63,7 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(ImageError)
     async def bad_image(_, exc: ImageError):
-        return error_json(422, "ImageError", str(exc), "image")
+        return error_json(422, "ImageError", str(exc), getattr(exc, "field", None) or "image")
 
     @app.exception_handler(ModelNotAvailable)
     async def no_model(_, exc: ModelNotAvailable):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import Request as HttpRequest
 
+from .inpainting import fit_mask
 from .networks import drop_unusable, generate_leniently, network_routes
 from .options import Options
 from .passes import batch_runner
@@ -62,6 +63,10 @@ def router(service):
             prepared, _ = service.prepare(slot, request, translated.parts, mode=translated.mode)
             for index, image in enumerate(translated.images):
                 service.check_image(image, f"init_images[{index}]")
+            if translated.mask is not None:  # another size is resized to the init image's, as A1111 does
+                translated.mask, resized = fit_mask(translated.mask, translated.images[0])
+                translated.notices.extend(resized)
+                service.check_repaint(prepared, translated.images[0], translated.mask)
             if translated.hires is not None and translated.hires.request is not None:
                 slot.engine.prepare(translated.hires.request, "img2img")
             return prepared

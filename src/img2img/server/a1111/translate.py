@@ -17,6 +17,7 @@ from ...request import Request, effective_steps
 from ...schedulers import SAMPLERS, find_schedule, split_sampler_name
 from . import upscalers
 from .images import decode_base64_image
+from .inpainting import mask_fields
 from .options import SAMPLE_FORMATS, check
 from .payloads import GenerationPayload, Img2ImgPayload, Txt2ImgPayload
 
@@ -53,6 +54,7 @@ class Translated:
     notices: list[str] = field(default_factory=list)
     output_size: tuple[int, int] | None = None  # asked-for size that is not a multiple of 8
     hires: Hires | None = None
+    mask: bytes | None = None  # img2img: the inpainting mask (white = repaint)
 
     @property
     def image_format(self) -> str:
@@ -88,8 +90,7 @@ def _refusals(p: GenerationPayload, settings: dict) -> list[tuple[str, bool, str
     ]
     if isinstance(p, Img2ImgPayload):
         checks += [
-            ("mask", not _empty(p.mask), "inpainting (a mask) is not supported yet"),
-            ("latent_mask", not _empty(p.latent_mask), "inpainting (a latent mask) is not supported yet"),
+            ("latent_mask", not _empty(p.latent_mask), "a separate latent mask is not supported yet; send it as mask"),
             ("initial_noise_multiplier", p.initial_noise_multiplier not in (None, 1),
              "an initial noise multiplier is not supported yet"),
             ("resize_mode", p.resize_mode == 3, "resize_mode 3 (latent upscale) is not supported yet; use 0, 1 or 2"),
@@ -179,9 +180,10 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
     for name in ("batch_size", "n_iter"):
         if values[name] < 1:
             raise InvalidRequest(f"{name} must be at least 1, got {values[name]}", name)
-    images, batch_size, strength = [], values["batch_size"], 1.0
+    images, batch_size, strength, mask, inpainting = [], values["batch_size"], 1.0, None, {}
     if mode == "img2img":
         images, batch_size = _init_images(payload, batch_size, fetch, notices)
+        mask, inpainting = mask_fields(payload, fetch)
         strength = values["denoising_strength"] if values["denoising_strength"] is not None else 0.75
         if not 0 < strength <= 1:
             raise InvalidRequest(f"denoising_strength must be in (0, 1], got {strength:g}", "denoising_strength")
@@ -200,6 +202,7 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
         clip_skip=int(settings["CLIP_stop_at_last_layers"]),
         color_correction=bool(settings["img2img_color_correction"]) and mode == "img2img",
         **_sampler_settings(values, settings, sampler),
+        **inpainting,
     )
     hires = None
     if mode == "txt2img" and payload.enable_hr:
@@ -207,7 +210,7 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
         output_size = None  # the second pass decides the size
     return Translated(mode, request, images, values["n_iter"], model,
                       sticky_model=model is not None and not payload.override_settings_restore_afterwards,
-                      settings=settings, notices=notices, output_size=output_size, hires=hires)
+                      settings=settings, notices=notices, output_size=output_size, hires=hires, mask=mask)
 
 
 def _with_infotext(payload: GenerationPayload, service, notices: list[str]) -> tuple[dict, set, str | None]:
