@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 def batch(
     source: str = typer.Argument(..., help="A folder of images, a glob pattern (quote it), or a manifest "
                                            "(.csv or .jsonl) with columns image, prompt, negative_prompt, "
-                                           "strength, seed, output.", show_default=False),
+                                           "strength, seed, output, mask.", show_default=False),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Output folder; results.jsonl goes here.",
                                     show_default=False),
     prompt: opt.Prompt = None,  # a manifest's prompt column wins
@@ -42,6 +42,16 @@ def batch(
     height: opt.Height = None,
     resize_mode: opt.ResizeMode = None,
     keep_size: opt.KeepSize = False,
+    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="Inpainting: a folder of masks matched to inputs "
+                                         "by name (photos/cats/tom.jpg -> DIR/cats/tom.png, else DIR/tom.png; "
+                                         "any image extension). A manifest's mask column wins."),
+    mask_from_alpha: opt.MaskFromAlpha = False,
+    invert_mask: opt.InvertMask = False,
+    mask_blur: opt.MaskBlur = None,
+    inpaint_fill: opt.InpaintFill = None,
+    inpaint_area: opt.InpaintArea = None,
+    inpaint_padding: opt.InpaintPadding = None,
+    outpaint: opt.Outpaint = None,
     images_per_input: int | None = typer.Option(None, "--images-per-input",
                                                    help="Images generated per input. (default: 1)"),
     fmt: opt.Format = None,
@@ -84,7 +94,7 @@ def batch(
     """Transform many images: a folder, glob or manifest. Resumable; a bad file fails alone; local or Ray."""
     from ..errors import InvalidRequest, OutputError
     from ..images import EXTENSIONS, resolve_format
-    from .items import check_unique_outputs, collect_items
+    from .items import attach_masks, check_unique_outputs, collect_items
     from .job import BatchOptions, build_requests, choose_base_seed, plan_batch, remove_stale_temp_files
     from .log import LOG_NAME, ResultsLog, read_log
 
@@ -109,7 +119,9 @@ def batch(
         raise OutputError(f"{output_dir}: exists and is not a folder")
 
     # 1. the items, their output names (unique) and their requests (validated: bad options fail here)
-    items = collect_items(source, recursive=recursive, ext=ext, exclude=output_dir)
+    items = collect_items(source, recursive=recursive, ext=ext, exclude=[output_dir, mask_dir])
+    if mask_dir is not None:
+        items = attach_masks(items, mask_dir)
     count = images_per_input or 1
     check_unique_outputs(items, count, ext)
     options = BatchOptions(output_dir=str(output_dir), fmt=fmt_name, ext=ext, overwrite=overwrite, model=model,
@@ -123,7 +135,9 @@ def batch(
         "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,
         "cfg_scale": cfg_scale, "sampler": sampler, "scheduler": scheduler, "width": width, "height": height,
         "resize_mode": resize_mode, "batch_size": images_per_input, "background": background,
-        "keep_size": keep_size or None,
+        "keep_size": keep_size or None, "mask_from_alpha": mask_from_alpha or None,
+        "invert_mask": invert_mask or None, "mask_blur": mask_blur, "inpaint_fill": inpaint_fill,
+        "inpaint_area": inpaint_area, "inpaint_padding": inpaint_padding, "outpaint": outpaint,
     }
     given_fields = {k: v for k, v in given_fields.items() if v is not None}
     given_fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))

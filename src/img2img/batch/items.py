@@ -11,7 +11,7 @@ import csv
 import glob
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from ..errors import InvalidRequest
@@ -19,7 +19,7 @@ from ..errors import InvalidRequest
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
 IMAGE_COLUMNS = ("image", "path", "input")  # first one present names the input image
-OPTIONAL_COLUMNS = ("prompt", "negative_prompt", "strength", "seed", "output")
+OPTIONAL_COLUMNS = ("prompt", "negative_prompt", "strength", "seed", "output", "mask")
 _GLOB_MAGIC = set("*?[")
 
 
@@ -32,6 +32,7 @@ class Item:
     negative_prompt: str | None = None
     strength: float | None = None
     seed: int | None = None
+    mask: str | None = None  # the inpainting mask's path (manifest column, or found in --mask-dir)
 
     @property
     def label(self) -> str:
@@ -46,14 +47,16 @@ def output_names(key: str, count: int, ext: str) -> list[str]:
 
 
 def collect_items(source: str | os.PathLike, *, recursive: bool = False, ext: str = ".png",
-                  exclude: str | os.PathLike | None = None) -> list[Item]:
+                  exclude: str | os.PathLike | list | None = None) -> list[Item]:
     """Items of a folder (optionally recursive), a glob, a manifest or a single image, sorted by key.
 
-    `exclude` (the output folder) is never read as input, so outputs inside the source are not picked up.
+    `exclude` (the output folder, a mask folder) is never read as input, so outputs or masks inside the
+    source are not picked up.
     """
     text = str(source)
     path = Path(text)
-    excluded = Path(exclude).resolve() if exclude is not None else None
+    folders = exclude if isinstance(exclude, list) else [exclude]
+    excluded = [Path(folder).resolve() for folder in folders if folder is not None]
     if path.is_dir():
         items = _folder_items(path, recursive, excluded)
         where = f"{path} (no image files{'' if recursive else '; pass --recursive to look in subfolders'})"
@@ -85,17 +88,36 @@ def check_unique_outputs(items: list[Item], count: int, ext: str) -> None:
                     "with an `output` column", "output")
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
+def attach_masks(items: list[Item], mask_dir: str | os.PathLike) -> list[Item]:
+    """Give each item without a mask the one in `mask_dir` with its name: `<key>.<ext>`, else `<input stem>.<ext>`
+    for any image extension. An item with none gets the path it would have, so it fails alone, naming it."""
+    folder = Path(mask_dir)
+    if not folder.is_dir():
+        raise InvalidRequest(f"--mask-dir {folder}: no such folder", "mask_dir")
+    by_name: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            by_name.setdefault(path.relative_to(folder).with_suffix("").as_posix(), path)
+    attached = []
+    for item in items:
+        if item.mask is None:
+            found = by_name.get(item.key) or by_name.get(Path(item.input).stem)
+            item = replace(item, mask=str(found or folder / f"{item.key}.png"))
+        attached.append(item)
+    return attached
 
 
-def _folder_items(folder: Path, recursive: bool, excluded: Path | None) -> list[Item]:
+def _inside(path: Path, folders: list[Path]) -> bool:
+    for folder in folders:
+        try:
+            path.resolve().relative_to(folder)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def _folder_items(folder: Path, recursive: bool, excluded: list[Path]) -> list[Item]:
     items = []
     pattern = "**/*" if recursive else "*"
     for path in folder.glob(pattern):
@@ -108,7 +130,7 @@ def _folder_items(folder: Path, recursive: bool, excluded: Path | None) -> list[
     return items
 
 
-def _glob_items(pattern: str, excluded: Path | None) -> list[Item]:
+def _glob_items(pattern: str, excluded: list[Path]) -> list[Item]:
     parts = Path(pattern).parts
     fixed = []
     for part in parts:
@@ -195,6 +217,11 @@ def _row_item(manifest: Path, line: int, row: dict, ext: str) -> Item:
     if "seed" in row:
         seed = _number(where, "seed", row["seed"], int)
         fields["seed"] = None if seed == -1 else seed  # -1: derive, as when the column is empty
+    if "mask" in row:
+        if not isinstance(row["mask"], str):
+            raise InvalidRequest(f"{where}: mask must be a path string, got {row['mask']!r}", "mask")
+        mask_path = Path(row["mask"])
+        fields["mask"] = str(mask_path if mask_path.is_absolute() else manifest.parent / mask_path)
     if "output" in row:
         key = _output_key(where, row["output"], ext)
     else:

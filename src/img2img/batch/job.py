@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Img2ImgError, Interrupted, InvalidRequest
+from ..inpaint import check_repaint_options
 from ..request import MAX_SEED, Request
 from .items import Item, output_names
 from .log import LogState
@@ -104,10 +105,11 @@ def build_requests(items: list[Item], base: dict, engine) -> list[Request]:
             where = f"{item.label}: " if item.row is not None else ""
             raise InvalidRequest(f"{where}no prompt: pass --prompt/-p, or give every manifest row a prompt",
                                  "prompt")
-        cache_key = tuple(sorted(fields.items()))
+        cache_key = (tuple(sorted(fields.items())), item.mask is not None)
         if cache_key not in prepared:
             try:
                 prepared[cache_key] = engine.prepare(Request(**fields))
+                check_repaint_options(prepared[cache_key], item.mask is not None)
             except InvalidRequest as exc:
                 where = item.label if item.row is not None else "options"
                 raise InvalidRequest(f"{where}: {exc}", exc.field) from None
@@ -132,7 +134,8 @@ def plan_batch(items: list[Item], requests: list[Request], state: LogState, opti
         request = request.replace(seed=seed)
         outputs = output_names(item.key, request.batch_size, options.ext)
         task = {"key": item.key, "input": item.input, "outputs": outputs, "seed": seed,
-                "request": dataclasses.asdict(request), "model": model, "overwrite": options.overwrite}
+                "request": dataclasses.asdict(request), "model": model, "overwrite": options.overwrite,
+                "mask": item.mask}
         paths = [folder / name for name in outputs]
         previous = state.latest.get(item.key)
         if previous and previous.get("status") == "done" and all(p.exists() for p in paths):
@@ -188,7 +191,7 @@ def process_task(engine, task: dict, options: BatchOptions) -> dict:
 
     started = time.perf_counter()
     try:
-        result = engine.run(Request(**task["request"]), task["input"])
+        result = engine.run(Request(**task["request"]), task["input"], mask=task.get("mask"))
         folder = Path(options.output_dir)
         for image, infotext, name in zip(result.images, result.infotexts, task["outputs"]):
             path = folder / name
