@@ -20,6 +20,7 @@ from ..request import MAX_PROMPT_CHARS, Request, effective_steps
 from ..schedulers import SAMPLERS, SCHEDULES
 from ..server.jobs import QueueFull, ShuttingDown
 from .files import read_upload
+from .inpaint import build_controls, editor_value, painted_mask, request_fields, settings_from_file
 
 POLL_SECONDS = 0.25
 RESIZE_CHOICES = [("crop (keep aspect, cut edges)", "crop"), ("stretch", "stretch"),
@@ -72,8 +73,13 @@ def build_ui(service, history: History) -> gr.Blocks:
                     image_in = keep_original_file(gr.Image(label="Input image (upload, drop or paste)",
                                                            type="filepath", sources=["upload", "clipboard"],
                                                            image_mode=None, elem_id="input-image"))
-                    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", max_length=MAX_PROMPT_CHARS,
-                                        placeholder="a magical sunset over a mountain range")
+                    with gr.Row(equal_height=True):  # Generate beside the prompt: visible without scrolling
+                        prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt", scale=4,
+                                            max_length=MAX_PROMPT_CHARS,
+                                            placeholder="a magical sunset over a mountain range")
+                        with gr.Column(scale=1, min_width=120):
+                            generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                            interrupt = gr.Button("Interrupt", variant="stop", elem_id="interrupt")
                     negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt",
                                           max_length=MAX_PROMPT_CHARS)
                     strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Strength (how far from the input)",
@@ -120,9 +126,7 @@ def build_ui(service, history: History) -> gr.Blocks:
                             clip_skip = gr.Slider(1, 12, value=1, step=1, label="CLIP skip", elem_id="clip-skip")
                             color_correction = gr.Checkbox(False, label="Colour correction (match the input)",
                                                            elem_id="color-correction")
-                    with gr.Row():
-                        generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                        interrupt = gr.Button("Interrupt", variant="stop", elem_id="interrupt")
+                    inpaint = build_controls()
                     params_drop = gr.File(label="Drop an earlier output here to load its parameters",
                                           file_types=["image"], elem_id="params-drop")
                 with gr.Column(scale=1):
@@ -168,9 +172,11 @@ def build_ui(service, history: History) -> gr.Blocks:
                                         gr.update(choices=_style_names(service))), None, [lora_pick, styles_pick])
 
         def run(image_path, prompt_, negative_, strength_, steps_, cfg_, seed_, sampler_, schedule_, model_,
-                width_, height_, mode_, batch_, styles_, subseed_, subseed_strength_, clip_skip_, color_):
+                width_, height_, mode_, batch_, styles_, subseed_, subseed_strength_, clip_skip_, color_, mask_editor,
+                *inpaint_values):
             if not image_path:
                 raise user_error("Add an input image first (upload, drop or paste one).")
+            mask = painted_mask(mask_editor)
             try:
                 data = read_upload(image_path, max_file_bytes)
                 slot = service.find_model(model_, "model")
@@ -181,10 +187,12 @@ def build_ui(service, history: History) -> gr.Blocks:
                                   batch_size=int(batch_), styles=tuple(styles_ or ()),
                                   subseed=None if subseed_ is None or int(subseed_) < 0 else int(subseed_),
                                   subseed_strength=float(subseed_strength_ or 0), clip_skip=int(clip_skip_ or 1),
-                                  color_correction=bool(color_))
+                                  color_correction=bool(color_), **request_fields(*inpaint_values))
                 service.check_image(data, "input image")
                 request, _ = service.prepare(slot, request)
-                job = service.queue.submit(lambda job: service.generate(job, slot, request, data), label=slot.name)
+                service.check_repaint(request, data, mask)
+                job = service.queue.submit(lambda job: service.generate(job, slot, request, data, mask=mask),
+                                           label=slot.name)
             except (Img2ImgError, QueueFull, ShuttingDown) as exc:
                 raise user_error(str(exc)) from None
             # prepare() has fixed the seed (a random one if none was asked for), so "reuse last" can use it now
@@ -211,7 +219,10 @@ def build_ui(service, history: History) -> gr.Blocks:
                        gr.update())
                 return
             first = outcome.results[0]
-            lines = [f"done: {len(entries)} image(s), {first.width}×{first.height}, "
+            size = "×".join(map(str, first.images[0].size))
+            if first.images[0].size != (first.width, first.height):  # only masked, keep size: generated apart
+                size += f" (generated at {first.width}×{first.height})"
+            lines = [f"done: {len(entries)} image(s), {size}, "
                      f"{first.effective_steps} denoising steps, seeds {', '.join(str(e.seed) for e in entries)}"]
             lines += [f"Note: {notice}" for result in outcome.results for notice in result.notices]
             lines += [f"Note: {notice}" for notice in outcome.notices]
@@ -219,9 +230,10 @@ def build_ui(service, history: History) -> gr.Blocks:
             yield ("  \n".join(lines), gr.update(visible=False), paths, (image_path, paths[0]), paths[0],
                    entries[0].seed)
 
+        image_in.change(lambda path: editor_value(path, service.config.max_pixels), image_in, inpaint.editor)
         generate.click(run, [image_in, prompt, negative, strength, steps, cfg, seed, sampler, schedule, model, width,
                              height, resize_mode, batch_size, styles_pick, subseed, subseed_strength, clip_skip,
-                             color_correction],
+                             color_correction, *inpaint.inputs],
                        [status, preview, gallery, compare, download, last_seed], concurrency_limit=None)
         interrupt.click(lambda: service.queue.interrupt() and None, None, None)
 
@@ -252,6 +264,7 @@ def build_ui(service, history: History) -> gr.Blocks:
         params_drop.upload(load_params, params_drop, [prompt, negative, strength, steps, cfg, seed, sampler, schedule,
                                                       width, height, resize_mode, subseed, subseed_strength,
                                                       clip_skip, color_correction])
+        params_drop.upload(settings_from_file, params_drop, inpaint.settings)
 
         def show_history():
             entries = history.list(limit=200)
