@@ -398,10 +398,6 @@ def overlay(generated, original, mask):
     return Image.composite(generated.convert("RGB"), original, mask)
 
 
-def digest_label(digest: str) -> str:
-    return digest[:10]
-
-
 # ---------------------------------------------------------------------------------------------- plans
 
 

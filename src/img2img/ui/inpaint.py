@@ -7,7 +7,6 @@ upright copy of it to paint on. Painted strokes (any layer, any opacity) are the
 from __future__ import annotations
 
 import io
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def build_controls() -> InpaintControls:
         editor = gr.ImageEditor(label="Mask", type="pil", image_mode="RGBA", sources=[], transforms=(),
                                 brush=gr.Brush(colors=[BRUSH_COLOUR], default_color=BRUSH_COLOUR,
                                                color_mode="fixed"),
-                                eraser=gr.Eraser(), layers=False, elem_id="mask-editor",
+                                eraser=gr.Eraser(), layers=False, format="png", elem_id="mask-editor",
                                 placeholder="Add an input image first")
         with gr.Row():
             invert = gr.Checkbox(label="Invert (repaint what is not painted)", elem_id="invert-mask")
@@ -82,9 +81,7 @@ def editor_value(image_path: str | None, max_pixels: int):
         image = load_image(image_path, max_pixels=max_pixels).image
     except ImageError:
         return None  # the Generate button reports a bad file
-    path = Path(tempfile.mkdtemp(prefix="img2img-mask-")) / "background.png"
-    image.save(path)
-    return {"background": str(path), "layers": [], "composite": None}
+    return {"background": image, "layers": [], "composite": None}
 
 
 def painted_mask(value) -> bytes | None:
