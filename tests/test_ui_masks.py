@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from test_ui import ARTIFACTS, Server, browser, open_page  # noqa: F401  (browser is a fixture)
+from test_ui import ARTIFACTS, Server, open_page
 
 from img2img.images import read_infotext
 from img2img.infotext import fields_from_infotext, parse_infotext
@@ -43,7 +43,7 @@ def test_stored_parameters_fill_the_panel():
 
 
 @pytest.mark.timeout(600)
-def test_browser_paints_a_mask_and_only_that_area_changes(browser, tiny_sd, tmp_path):  # noqa: F811
+def test_browser_paints_a_mask_and_only_that_area_changes(browser, tiny_sd, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     photo = make_photo(96, 64)
     photo.save(tmp_path / "photo.png")
