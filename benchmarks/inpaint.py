@@ -40,7 +40,7 @@ def engine_vs_bare(runs: int, steps: int) -> tuple[list[float], list[float], boo
 
     def run_engine():
         return engine.transform(image, "a red door", mask=mask, mask_blur=0, seed=1, steps=steps, strength=0.75,
-                                cfg_scale=7.0, sampler="Euler", scheduler="Uniform").image
+                                cfg_scale=7.0, sampler="Euler", scheduler="Automatic").image
 
     def run_bare():
         return bare(prompt="a red door", image=image, mask_image=mask, strength=0.75, num_inference_steps=steps,
