@@ -155,9 +155,6 @@ def test_sampler_names_as_a1111_reads_them(service, fields, sampler, schedule, n
 
 
 @pytest.mark.parametrize("fields, name", [
-    ({"latent_mask": encoded()}, "latent_mask"),
-    ({"resize_mode": 3}, "resize_mode"),
-    ({"initial_noise_multiplier": 0.9}, "initial_noise_multiplier"),
     ({"seed_resize_from_w": 512, "width": 64}, "seed_resize_from_w"),
     ({"restore_faces": True}, "restore_faces"),
     ({"script_name": "sd upscale", "script_args": ["", 8, "Lanczos", 2.0]}, "script_name"),
@@ -196,6 +193,31 @@ def test_override_settings_take_effect_for_one_request(service):
     assert corrected.color_correction and corrected.clip_skip == 2
     service.a1111_options.update({"CLIP_stop_at_last_layers": 2})  # the server's setting, for every request
     assert txt2img(service).request.clip_skip == 2 and not txt2img(service).request.color_correction
+
+
+def test_initial_noise_multiplier_from_the_payload_else_the_setting(service):
+    assert img2img(service, initial_noise_multiplier=0.9).request.noise_multiplier == 0.9
+    assert img2img(service).request.noise_multiplier == 1.0
+    service.a1111_options.update({"initial_noise_multiplier": 1.2})  # A1111's img2img setting
+    assert img2img(service).request.noise_multiplier == 1.2
+    assert img2img(service, initial_noise_multiplier=0.5).request.noise_multiplier == 0.5
+    stored = "x\nSteps: 4, Sampler: Euler, Seed: 5, Noise multiplier: 0.7"
+    assert img2img(service, infotext=stored).request.noise_multiplier == 0.7
+    assert txt2img(service).request.noise_multiplier == 1.0  # text-to-image adds no noise to an input
+
+
+def test_latent_mask_goes_with_a_mask_and_is_ignored_without_one(service):
+    alone = img2img(service, latent_mask=encoded())
+    assert alone.latent_mask is None and alone.mask is None
+    assert alone.notices == ["latent_mask was ignored: it applies with a mask"]
+    both = img2img(service, mask=encoded(), latent_mask=encoded(size=(24, 16)))
+    assert both.mask is not None and Image.open(io.BytesIO(both.latent_mask)).size == (24, 16)
+
+
+def test_resize_mode_3_is_the_latent_upscale(service):
+    assert img2img(service, resize_mode=3).request.normalized().resize_mode == "latent"
+    stored = "x\nSteps: 4, Sampler: Euler, Seed: 5, Resize mode: latent"
+    assert img2img(service, infotext=stored).request.normalized().resize_mode == "latent"
 
 
 def test_styles_and_variation_seeds_reach_the_request(service):

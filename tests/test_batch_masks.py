@@ -71,10 +71,13 @@ def test_manifest_mask_column(photos, tmp_path, tiny_sd):
     manifest = photos / "jobs.csv"
     manifest.write_text("image,mask,seed\na.png,masks/a.png,11\nc.png,,12\n")
     out = tmp_path / "out"
-    code = batch(manifest, "-o", out, "-p", "a red door", "-m", tiny_sd, "--steps", 4, "-q")
+    code = batch(manifest, "-o", out, "-p", "a red door", "-m", tiny_sd, "--steps", 4, "--noise-multiplier", 0.9,
+                 "-q")
     assert code == 0
-    assert Image.open(out / "a.png").tobytes() == expected(tiny_sd, photos / "a.png", photos / "masks" / "a.png", 11)
+    assert Image.open(out / "a.png").tobytes() == expected(tiny_sd, photos / "a.png", photos / "masks" / "a.png", 11,
+                                                           noise_multiplier=0.9)
     assert "Mask hash" in read_infotext(out / "a.png") and "Mask" not in read_infotext(out / "c.png")
+    assert "Noise multiplier: 0.9" in read_infotext(out / "c.png")
 
 
 @pytest.mark.parametrize("args, message", [

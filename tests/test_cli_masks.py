@@ -35,17 +35,20 @@ def test_every_inpainting_flag_matches_the_python_api(files, tmp_path, tiny_sd, 
     out = tmp_path / "out.png"
     code, _, err = cli("run", files / "photo.png", "-p", "a window", "-m", tiny_sd, "--seed", 3, "--steps", 6,
                        "--mask", files / "mask.png", "--invert-mask", "--mask-blur", "2,6", "--inpaint-fill",
-                       "latent-nothing", "--inpaint-area", "masked", "--inpaint-padding", 12, "-o", out, capsys=capsys)
+                       "latent-nothing", "--inpaint-area", "masked", "--inpaint-padding", 12, "--noise-multiplier", 0.8,
+                       "-o", out, capsys=capsys)
     assert code == 0, err
     assert "96x64, generated at" in err  # only masked: the output has the input's size
     expected = Engine(str(tiny_sd), device="cpu").transform(
         files / "photo.png", "a window", mask=files / "mask.png", seed=3, steps=6, invert_mask=True,
-        mask_blur=(2, 6), inpaint_fill="latent-nothing", inpaint_area="masked", inpaint_padding=12)
+        mask_blur=(2, 6), inpaint_fill="latent-nothing", inpaint_area="masked", inpaint_padding=12,
+        noise_multiplier=0.8)
     assert Image.open(out).tobytes() == expected.image.tobytes()
     params = parse_infotext(read_infotext(out))[2]
     assert (params["Mask blur x"], params["Mask blur y"], params["Mask mode"]) == ("2", "6", "Inpaint not masked")
     assert (params["Masked content"], params["Inpaint area"], params["Masked area padding"]) == (
         "latent nothing", "Only masked", "12")
+    assert params["Noise multiplier"] == "0.8"
 
 
 def test_params_from_asks_for_the_mask_again(files, tmp_path, tiny_sd, capsys):

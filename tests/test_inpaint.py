@@ -4,12 +4,13 @@ pixels kept outside the mask, A1111's options, and errors before any model loads
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoPipelineForInpainting, EulerDiscreteScheduler
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, EulerDiscreteScheduler
 from PIL import Image
 
 from img2img import Engine, ImageError, InvalidRequest
 from img2img.infotext import fields_from_infotext, parse_infotext
 from img2img.models import PipelineCache
+from img2img.request import Request
 from img2img.testing import make_photo
 
 FAST = {"steps": 6, "strength": 0.75, "sampler": "Euler", "scheduler": "Automatic", "cfg_scale": 5.0}
@@ -42,6 +43,19 @@ def test_masked_run_is_diffusers_inpainting_inside_and_the_input_outside(fixture
                                                          **FAST)
     assert np.array_equal(np.asarray(result.image), expected)
     assert np.asarray(result.image)[20:32, 20:40].tobytes() != np.asarray(image)[20:32, 20:40].tobytes()
+
+
+def test_latent_mask_is_what_the_generation_repaints_and_the_mask_what_is_pasted(tiny_sd):
+    # A1111's latent_mask: the pipeline gets it (unblurred); the overlay still follows the mask
+    image, mask, latent = make_photo(64, 64), box_mask(), box_mask(box=(24, 20, 36, 32))
+    generated = bare_inpaint(tiny_sd, image, latent, 11, prompt="a red door", strength=0.75, num_inference_steps=6,
+                             guidance_scale=5.0)
+    expected = np.where(np.asarray(mask)[:, :, None] > 0, generated, np.asarray(image))
+    result = Engine(str(tiny_sd), device="cpu").run(Request("a red door", seed=11, mask_blur=0, **FAST), image,
+                                                    mask=mask, latent_mask=latent)
+    assert np.array_equal(np.asarray(result.image), expected)
+    with pytest.raises(InvalidRequest, match="latent_mask goes with a mask"):
+        Engine(str(tiny_sd), device="cpu").run(Request("x"), image, latent_mask=latent)
 
 
 def test_outside_a_blurred_mask_the_input_survives_byte_for_byte(engine, photo_path):
@@ -168,6 +182,30 @@ def test_infotext_round_trips_the_inpainting_fields(engine, square_path):
     assert again.image.tobytes() == result.image.tobytes()
 
 
+def test_noise_multiplier_scales_the_noise_added_to_the_input(engine, tiny_sd, square_path):
+    # A1111's initial_noise_multiplier: bare diffusers whose scheduler adds 0.6 x its noise gives the same bytes
+    pipe = AutoPipelineForImage2Image.from_pretrained(tiny_sd)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    add_noise = pipe.scheduler.add_noise
+    pipe.scheduler.add_noise = lambda original, noise, timesteps: add_noise(original, noise * 0.6, timesteps)
+    image = Image.open(square_path)
+    expected = pipe(prompt="x", image=image, strength=0.75, num_inference_steps=6, guidance_scale=5.0,
+                    generator=torch.Generator("cpu").manual_seed(12)).images[0]
+    result = engine.transform(square_path, "x", seed=12, noise_multiplier=0.6, **FAST)
+    assert result.image.tobytes() == expected.tobytes()
+    assert "Noise multiplier: 0.6" in result.infotexts[0]
+    assert fields_from_infotext(result.infotexts[0])["noise_multiplier"] == 0.6
+    assert "Noise multiplier" not in engine.transform(square_path, "x", seed=12, **FAST).infotexts[0]
+    # inpainting at strength 1 starts from pure noise: scaled too
+    full = {**FAST, "strength": 1.0}
+    plain = engine.transform(square_path, "x", mask=box_mask(), seed=12, **full)
+    scaled = engine.transform(square_path, "x", mask=box_mask(), seed=12, noise_multiplier=0.6, **full)
+    assert plain.image.tobytes() != scaled.image.tobytes()
+    with pytest.raises(InvalidRequest, match="text-to-image has none"):
+        engine.text_to_image("x", noise_multiplier=0.6)
+
+
 @pytest.mark.parametrize("mask, fields, error, message", [
     (Image.new("L", (64, 64), 0), {}, InvalidRequest, "nothing to repaint: the mask is all black"),
     (Image.new("L", (64, 64), 255), {"invert_mask": True}, InvalidRequest, "inverted it selects no pixel"),
@@ -179,6 +217,7 @@ def test_infotext_round_trips_the_inpainting_fields(engine, square_path):
     (None, {"mask_from_alpha": True}, InvalidRequest, "has no transparent pixels"),
     (None, {"outpaint": (4096, 0, 0, 0)}, InvalidRequest, "the canvas would be 4160x64"),
     (box_mask(), {"inpaint_fill": "noise"}, InvalidRequest, "inpaint_fill must be one of"),
+    (None, {"noise_multiplier": -0.5}, InvalidRequest, r"noise_multiplier must be in \[0, 10\], got -0.5"),
 ])
 def test_bad_masks_fail_before_the_model_loads(tiny_sd, square_path, mask, fields, error, message):
     cache = PipelineCache()

@@ -152,7 +152,6 @@ def big_picture():
     ({"init_images": []}, 422, "init_images"),
     ({"denoising_strength": 1.5}, 422, "strength must be in (0, 1], got 1.5"),
     ({"denoising_strength": 0}, 422, "denoising_strength must be in (0, 1], got 0"),
-    ({"resize_mode": 3}, 422, "resize_mode 3 (latent upscale) is not supported"),
     ({"mask": "aGVsbG8="}, 422, "mask: not an image"),
     ({"restore_faces": True}, 422, "restore_faces: face restoration is not available"),
     ({"subseed_strength": 1.3}, 422, "subseed_strength must be in [0, 1], got 1.3"),

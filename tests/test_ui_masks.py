@@ -74,6 +74,8 @@ def test_browser_paints_a_mask_and_only_that_area_changes(browser, tiny_sd, tmp_
         page.locator("#generate").click()
         page.wait_for_function("document.querySelector('#status').innerText.startsWith('done')")
         page.screenshot(path=str(ARTIFACTS / "ui-inpaint.png"), full_page=True)
+        before_after = page.locator("#compare img")
+        assert before_after.count() == 2  # the photo and the result, on the slider
         with page.expect_download() as download_info:
             page.locator("#download").click()
         result_path = tmp_path / "result.png"

@@ -60,6 +60,7 @@ def run(
     inpaint_area: opt.InpaintArea = None,
     inpaint_padding: opt.InpaintPadding = None,
     outpaint: opt.Outpaint = None,
+    noise_multiplier: opt.NoiseMultiplier = None,
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Images per input. (default: 1)"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output file (one input only)."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Output folder. (default: ./outputs)"),
@@ -101,6 +102,7 @@ def run(
         "keep_size": keep_size or None, "mask_from_alpha": mask_from_alpha or None,
         "invert_mask": invert_mask or None, "mask_blur": mask_blur, "inpaint_fill": inpaint_fill,
         "inpaint_area": inpaint_area, "inpaint_padding": inpaint_padding, "outpaint": outpaint,
+        "noise_multiplier": noise_multiplier,
     }
     fields = {k: v for k, v in given.items() if v is not None}
     fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))

@@ -24,7 +24,9 @@ ModelConfig = Annotated[str | None, typer.Option(
          "(needed offline until they are cached).")]
 Width = Annotated[int | None, typer.Option(help="Output width (multiple of 8). (default: from input)")]
 Height = Annotated[int | None, typer.Option(help="Output height (multiple of 8). (default: from input)")]
-ResizeMode = Annotated[str | None, typer.Option("--resize-mode", help="stretch, crop or fill. (default: crop)")]
+ResizeMode = Annotated[str | None, typer.Option(
+    "--resize-mode", help="stretch, crop, fill or latent (the input encoded at its own size, its latents resized: "
+                          "A1111's latent upscale). (default: crop)")]
 KeepSize = Annotated[bool, typer.Option("--keep-size", help="Resize each result back to its input's size.")]
 Format = Annotated[str | None, typer.Option("--format", help="png, jpeg or webp. (default: png)")]
 Device = Annotated[str | None, typer.Option(help="auto, cuda, cuda:N, mps or cpu. (default: auto)")]
@@ -99,3 +101,6 @@ InpaintPadding = Annotated[int | None, typer.Option(
     "--inpaint-padding", metavar="PX", help="With --inpaint-area masked: context around the mask. (default: 32)")]
 Outpaint = Annotated[str | None, typer.Option(
     "--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Extend the canvas by these pixels and paint the new area.")]
+NoiseMultiplier = Annotated[float | None, typer.Option(
+    "--noise-multiplier", help="Scale the noise added to the input (A1111's initial noise multiplier; below 1 "
+                               "keeps more of the input, above 1 less). (default: 1)")]

@@ -20,9 +20,10 @@ from .errors import Interrupted, InvalidRequest
 from .geometry import plan_resize, target_size
 from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
 from .infotext import format_infotext
+from .latent_resize import encode_size, resize_encoded_latents
 from .masks import paste_back
 from .models import CACHE, LoadedModel, PipelineCache, choose_device, resolve_model
-from .noise import apply_variation, batch_seeds, text_to_image_noise
+from .noise import apply_variation, batch_seeds, scale_initial_noise, text_to_image_noise
 from .prompts import extract_networks
 from .request import MAX_SEED, Request, Result
 from .schedulers import parse_sampler, plan_sampling, recorded_schedule
@@ -78,6 +79,9 @@ class Engine:
             steps=profile.steps if request.steps is None else request.steps,
             cfg_scale=profile.cfg_scale if request.cfg_scale is None else request.cfg_scale,
         ).validate()
+        if mode == "txt2img" and request.noise_multiplier != 1:
+            raise InvalidRequest("noise_multiplier scales the noise added to an input image; text-to-image has none",
+                                 "noise_multiplier")
         prompt, negative = styles.apply_styles(request.prompt, request.negative_prompt, request.styles,
                                                self.styles_file)
         request = request.replace(prompt=prompt, negative_prompt=negative, styles=())
@@ -103,11 +107,13 @@ class Engine:
         """Make an image from `prompt` alone, with the same loaded weights (LoadedModel.pipeline)."""
         return self.run(Request(prompt=prompt, **fields), None, on_step=on_step)
 
-    def run(self, request: Request, image=None, *, mask=None, on_step: StepCallback | None = None) -> Result:
+    def run(self, request: Request, image=None, *, mask=None, latent_mask=None,
+            on_step: StepCallback | None = None) -> Result:
         """Generate for `request`: image-to-image from `image`, or text-to-image when `image` is None.
 
         `image` may also be a list of images, one per member of the batch (batch_size = their number).
-        With `mask` (or mask_from_alpha, or outpaint) only part of the image is repainted.
+        With `mask` (or mask_from_alpha, or outpaint) only part of the image is repainted; `latent_mask`
+        (A1111's) replaces the mask for the generation itself, unblurred.
         """
         import numpy as np
         import torch
@@ -124,7 +130,8 @@ class Engine:
         loaded_images = [load_image(source, max_pixels=self.max_pixels, background=request.background)
                          for source in sources]
         loaded_image = loaded_images[0] if loaded_images else None
-        repaint = inpaint.read_repaint(request, sources, loaded_image, mask, max_pixels=self.max_pixels)
+        repaint = inpaint.read_repaint(request, sources, loaded_image, mask, max_pixels=self.max_pixels,
+                                       latent_mask=latent_mask)
         notices = [notice for loaded in loaded_images for notice in loaded.notices]
         with GPU_LOCK:
             self._cancel.clear()
@@ -133,6 +140,10 @@ class Engine:
             notices += model.notices
             if mode == "img2img" and (repaint is not None or model.is_inpainting):
                 mode = "inpaint"
+            latent_resize = loaded_image is not None and request.resize_mode == "latent" and repaint is None
+            if latent_resize and mode == "inpaint":
+                raise InvalidRequest("resize_mode latent resizes latents, which an inpainting model's extra inputs "
+                                     "cannot follow; use stretch, crop or fill", "resize_mode")
             # 4. plan the size and prepare the image(s): all take the first one's size; with a mask, what
             # gets repainted (the whole picture or the masked area's box)
             masked = inpaint.prepare_inputs(request, repaint, model.native)
@@ -145,8 +156,11 @@ class Engine:
             else:
                 width, height = target_size(*loaded_image.original_size, model.native, request.width,
                                             request.height)
-                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, (width, height),
-                                                                 request.resize_mode)) for loaded in loaded_images]
+                # latent: the pixels keep the first input's size (to whole latents), the latents are resized
+                size = encode_size(loaded_image.original_size) if latent_resize else (width, height)
+                pixel_mode = "stretch" if latent_resize else request.resize_mode
+                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, size, pixel_mode))
+                            for loaded in loaded_images]
                 inputs = {"image": prepared[0] if len(prepared) == 1 else prepared, "strength": request.strength}
             # 5. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
             first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -161,10 +175,14 @@ class Engine:
             sampling = plan_sampling(model.pipe.scheduler.config, request, xl=model.is_xl, seeds=seeds)
             pipe.scheduler = sampling.scheduler
             notices += sampling.notices
+            if request.noise_multiplier != 1:  # before the variation's mixing, which wraps it
+                scale_initial_noise(pipe, request.noise_multiplier)
             if subseeds and loaded_image is None:
                 inputs["latents"] = text_to_image_noise(pipe, width, height, seeds, subseeds, request.subseed_strength)
             elif subseeds:
                 apply_variation(pipe, subseeds, request.subseed_strength)
+            if latent_resize:  # around the variation's VAE: the mixed draw is what gets resized
+                resize_encoded_latents(pipe, width, height)
             if mode == "inpaint":
                 if not request.mask_round:  # keep the blurred mask's grey levels (A1111's mask_round off)
                     pipe.mask_processor = inpaint.soft_mask_processor(pipe.mask_processor)
@@ -310,6 +328,7 @@ def _params(request: Request, seed: int, subseed: int | None, width: int, height
         "Background": request.background if request.background != "white" and from_image else None,
         "Init image hash": digest[:10] if from_image else None,
         "Color correction": True if request.color_correction and from_image else None,
+        "Noise multiplier": request.noise_multiplier if request.noise_multiplier != 1 and from_image else None,
         **extra,
         "Version": f"img2img {__version__}",
     }

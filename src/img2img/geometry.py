@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 SIZE_MULTIPLE = 8  # latents are 1/8 of the image in every SD-family VAE
 
-RESIZE_MODES = ("stretch", "crop", "fill")
-# A1111's numeric resize_mode values (3, latent upscale, is not an image operation and is not offered).
-A1111_RESIZE_MODES = {0: "stretch", 1: "crop", 2: "fill"}
+RESIZE_MODES = ("stretch", "crop", "fill", "latent")
+# A1111's numeric resize_mode values; 3 (latent upscale) resizes latents, not pixels (latent_resize.py).
+A1111_RESIZE_MODES = {0: "stretch", 1: "crop", 2: "fill", 3: "latent"}
 
 
 def snap(value: float, multiple: int = SIZE_MULTIPLE) -> int:

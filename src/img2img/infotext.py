@@ -141,7 +141,7 @@ def fields_from_infotext(text: str) -> dict:
                             ("Variation seed strength", "subseed_strength", float), ("Clip skip", "clip_skip", int),
                             ("Eta", "eta", float), ("Eta DDIM", "eta", float), ("Sigma churn", "s_churn", float),
                             ("Sigma tmin", "s_tmin", float), ("Sigma tmax", "s_tmax", float),
-                            ("Sigma noise", "s_noise", float)):
+                            ("Sigma noise", "s_noise", float), ("Noise multiplier", "noise_multiplier", float)):
         if key in params:
             fields[name] = _number(params, key, kind)
     for key, name in (("Sampler", "sampler"), ("Schedule type", "scheduler"), ("Resize mode", "resize_mode"),

@@ -22,6 +22,7 @@ class Repaint:
     canvas: Any  # RGB: the picture to repaint (the input, or the outpaint canvas around it)
     mask: Any  # L, the canvas's size: white = repaint (inverted when asked; never empty)
     digest: str | None  # of the mask as given; None when the mask was made here (outpaint)
+    latent_mask: Any = None  # L, the canvas's size: A1111's latent_mask, what the generation itself repaints
 
 
 def check_repaint_options(request: Request, has_mask: bool) -> bool:
@@ -31,6 +32,9 @@ def check_repaint_options(request: Request, has_mask: bool) -> bool:
     if len(given) > 1:
         field = "outpaint" if request.outpaint is not None else "mask_from_alpha"
         raise InvalidRequest(f"{' and '.join(given)} both set the area to repaint; use one", field)
+    if given and request.resize_mode == "latent" and request.inpaint_area == "whole":
+        raise InvalidRequest("resize_mode latent resizes latents, not the mask; with a mask use inpaint_area masked "
+                             "or resize_mode stretch, crop or fill", "resize_mode")
     if not given:
         for field, on in (("invert_mask", request.invert_mask), ("inpaint_area", request.inpaint_area == "masked")):
             if on:
@@ -38,11 +42,17 @@ def check_repaint_options(request: Request, has_mask: bool) -> bool:
     return bool(given)
 
 
-def read_repaint(request: Request, sources: list, loaded_image, mask_source: Any, *, max_pixels: int) -> Repaint | None:
+def read_repaint(request: Request, sources: list, loaded_image, mask_source: Any, *, max_pixels: int,
+                 latent_mask: Any = None) -> Repaint | None:
     """The canvas and mask a request repaints, or None for a request without a mask.
 
     `sources` are the input images as the caller passed them (the first is read again for its alpha),
-    `loaded_image` the first one loaded (images.LoadedImage), or None for text-to-image."""
+    `loaded_image` the first one loaded (images.LoadedImage), or None for text-to-image. `latent_mask`
+    (A1111's, with a mask only) is what the generation repaints, unblurred; the mask still decides what
+    is pasted back."""
+    if latent_mask is not None and mask_source is None:
+        raise InvalidRequest("latent_mask goes with a mask: it replaces the mask for the generation only",
+                             "latent_mask")
     if not check_repaint_options(request, mask_source is not None):
         return None
     if loaded_image is None or len(sources) > 1:
@@ -60,7 +70,11 @@ def read_repaint(request: Request, sources: list, loaded_image, mask_source: Any
         loaded = masks.mask_from_alpha(sources[0], max_pixels=max_pixels, round_alpha=request.mask_round)
     else:
         loaded = masks.load_mask(mask_source, image.size, max_pixels=max_pixels, round_alpha=request.mask_round)
-    return Repaint(image, masks.repaint_area(loaded, inverted=request.invert_mask), loaded.digest)
+    latent = None
+    if latent_mask is not None:
+        latent = masks.load_mask(latent_mask, image.size, max_pixels=max_pixels, round_alpha=request.mask_round,
+                                 field="latent_mask").image
+    return Repaint(image, masks.repaint_area(loaded, inverted=request.invert_mask), loaded.digest, latent)
 
 
 def prepare_inputs(request: Request, repaint: Repaint | None, native: int) -> InpaintInputs | None:
@@ -70,7 +84,7 @@ def prepare_inputs(request: Request, repaint: Repaint | None, native: int) -> In
     return masks.prepare_inpaint(repaint.canvas, repaint.mask, blur_xy=request.mask_blur,
                                  fill_mode=request.inpaint_fill, area=request.inpaint_area,
                                  padding=request.inpaint_padding, resize_mode=request.resize_mode, native=native,
-                                 width=request.width, height=request.height)
+                                 width=request.width, height=request.height, latent_mask=repaint.latent_mask)
 
 
 def pipeline_args(pipe, request: Request, prepared: list, inputs: InpaintInputs | None, seeds: list[int],

@@ -209,10 +209,11 @@ def _finish(mask) -> LoadedMask:
     return LoadedMask(mask, hashlib.sha256(mask.tobytes()).hexdigest())
 
 
-def load_mask(source: Any, image_size: tuple[int, int], *, max_pixels: int, round_alpha: bool = True) -> LoadedMask:
+def load_mask(source: Any, image_size: tuple[int, int], *, max_pixels: int, round_alpha: bool = True,
+              field: str = "mask") -> LoadedMask:
     """A mask from a path, bytes, PIL image or numpy array; white (or opaque, for a mask with transparency,
     as A1111 reads painted masks) = repaint. It must have the input's size (after EXIF rotation)."""
-    name = f"mask {source}" if isinstance(source, (str, os.PathLike)) else "mask"
+    name = f"{field} {source}" if isinstance(source, (str, os.PathLike)) else field
     image = _upright(_as_pil(source, name), name, max_pixels)
     alpha = _alpha(image)
     if alpha is not None and alpha.getextrema() != (255, 255):
@@ -221,7 +222,7 @@ def load_mask(source: Any, image_size: tuple[int, int], *, max_pixels: int, roun
         mask = image.convert("L")
     if mask.size != tuple(image_size):
         raise InvalidRequest(f"{name}: {mask.size[0]}x{mask.size[1]} does not match the image's "
-                             f"{image_size[0]}x{image_size[1]}; a mask must have the image's size", "mask")
+                             f"{image_size[0]}x{image_size[1]}; a mask must have the image's size", field)
     return _finish(mask)
 
 
@@ -435,22 +436,28 @@ class InpaintInputs:
 
 
 def prepare_inpaint(image, mask, *, blur_xy: tuple[int, int], fill_mode: str, area: str, padding: int,
-                    resize_mode: str, native: int, width: int | None, height: int | None) -> InpaintInputs:
-    """Blur the mask and cut out what gets generated: the whole (resized) picture, or the masked area."""
+                    resize_mode: str, native: int, width: int | None, height: int | None,
+                    latent_mask=None) -> InpaintInputs:
+    """Blur the mask and cut out what gets generated: the whole (resized) picture, or the masked area.
+
+    A `latent_mask` (A1111's; the image's size, not blurred) replaces the blurred mask for the generation and
+    the fill; the mask still decides the area and what is pasted back."""
     blurred = blur(mask, *blur_xy)
+    guide = blurred if latent_mask is None else latent_mask
     if area == "masked":
         box = bounding_box(blurred)
         if box is None:  # callers check emptiness first; a blurred non-empty mask is never empty
             raise InvalidRequest("mask: nothing to repaint (the mask is all black)", "mask")
         plan = plan_masked_area(box, padding, image.size, native, width, height)
-        source, generation_mask = image.crop(plan.box), blurred.crop(plan.box)
+        source, generation_mask = image.crop(plan.box), guide.crop(plan.box)
         picture, generation_mask = apply_plan(source, plan.forward), apply_plan(generation_mask, plan.forward)
         inputs = InpaintInputs(picture, generation_mask, image, blurred, plan.size, plan)
     else:
         size = target_size(*image.size, native, width, height)
         plan = plan_resize(image.size, size, resize_mode)
-        picture, generation_mask = apply_plan(image, plan), apply_plan(blurred, plan)
-        inputs = InpaintInputs(picture, generation_mask, picture, double(generation_mask), size)
+        picture, generation_mask = apply_plan(image, plan), apply_plan(guide, plan)
+        overlay_mask = generation_mask if latent_mask is None else apply_plan(blurred, plan)
+        inputs = InpaintInputs(picture, generation_mask, picture, double(overlay_mask), size)
     if fill_mode == "fill":
         inputs.image = fill(inputs.image, inputs.mask)
     return inputs

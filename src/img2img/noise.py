@@ -126,6 +126,25 @@ def apply_variation(pipe, subseeds: list[int], strength: float) -> None:
     scheduler.add_noise = add_mixed_noise
 
 
+def scale_initial_noise(pipe, multiplier: float) -> None:
+    """A1111's initial noise multiplier on the private pipeline view: the noise added to the encoded input is
+    scaled, and so is the pure noise an inpainting pipeline starts from at strength 1."""
+    scheduler = pipe.scheduler
+    add_noise = scheduler.add_noise
+
+    def add_scaled_noise(original, noise, timesteps):
+        return add_noise(original, noise * multiplier, timesteps)
+
+    scheduler.add_noise = add_scaled_noise
+    sigma = getattr(type(scheduler), "init_noise_sigma", None)
+    if isinstance(sigma, property):  # computed from the schedule: a subclass for this one instance
+        base = type(scheduler)
+        scheduler.__class__ = type(base.__name__, (base,),
+                                   {"init_noise_sigma": property(lambda self: sigma.fget(self) * multiplier)})
+    else:
+        scheduler.init_noise_sigma = scheduler.init_noise_sigma * multiplier
+
+
 def text_to_image_noise(pipe, width: int, height: int, seeds: list[int], subseeds: list[int], strength: float):
     """Text-to-image starting latents with variation: each seed's draw (as the pipeline would draw it) mixed
     with its subseed's; strength 0 is exactly the pipeline's own noise."""

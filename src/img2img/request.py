@@ -13,6 +13,7 @@ from .masks import A1111_INPAINT_FILLS, INPAINT_AREAS, INPAINT_FILLS, MAX_PADDIN
 
 MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds move between tools unchanged
 MAX_SIDE = 4096
+MAX_NOISE_MULTIPLIER = 10.0
 MIN_SIDE = 8  # automatic sizes can be small for extreme aspect ratios; the grid is the real limit
 MAX_STEPS = 500
 MAX_BATCH = 64
@@ -56,6 +57,7 @@ class Request:
     s_tmax: float | None = None  # None: no upper limit
     s_noise: float = 1.0
     tiling: bool = False  # seamless: the image wraps around at its edges
+    noise_multiplier: float = 1.0  # A1111's initial noise multiplier: scales the noise added to the input image
     # Inpainting: used with a mask, mask_from_alpha or outpaint. A1111's meanings and (web UI) defaults.
     mask_blur: int | tuple[int, int] = 4  # Gaussian sigma in pixels; (x, y) blurs the two directions apart
     invert_mask: bool = False  # repaint what the mask leaves black instead
@@ -121,7 +123,7 @@ class Request:
                     raise InvalidRequest(f"{name} must be a multiple of {SIZE_MULTIPLE}, got {value}", name)
         if self.resize_mode not in RESIZE_MODES:
             raise InvalidRequest(
-                f"resize_mode must be one of {', '.join(RESIZE_MODES)} (or 0, 1, 2), got {self.resize_mode!r}",
+                f"resize_mode must be one of {', '.join(RESIZE_MODES)} (or A1111's 0-3), got {self.resize_mode!r}",
                 "resize_mode",
             )
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH)
@@ -132,6 +134,7 @@ class Request:
             if value is not None:
                 _check_number(name, value, 0.0, math.inf)
         _check_type("tiling", self.tiling, bool)
+        _check_number("noise_multiplier", self.noise_multiplier, 0.0, MAX_NOISE_MULTIPLIER)
         _validate_inpainting(self)
         if self.steps is not None and self.effective_steps < 1:
             fewest = _min_steps(self.strength)

@@ -52,6 +52,7 @@ def batch(
     inpaint_area: opt.InpaintArea = None,
     inpaint_padding: opt.InpaintPadding = None,
     outpaint: opt.Outpaint = None,
+    noise_multiplier: opt.NoiseMultiplier = None,
     images_per_input: int | None = typer.Option(None, "--images-per-input",
                                                    help="Images generated per input. (default: 1)"),
     fmt: opt.Format = None,
@@ -138,6 +139,7 @@ def batch(
         "keep_size": keep_size or None, "mask_from_alpha": mask_from_alpha or None,
         "invert_mask": invert_mask or None, "mask_blur": mask_blur, "inpaint_fill": inpaint_fill,
         "inpaint_area": inpaint_area, "inpaint_padding": inpaint_padding, "outpaint": outpaint,
+        "noise_multiplier": noise_multiplier,
     }
     given_fields = {k: v for k, v in given_fields.items() if v is not None}
     given_fields.update(opt.prompt_fields(subseed, subseed_strength, clip_skip, style, color_correction))

@@ -35,7 +35,7 @@ def router(service: Service) -> APIRouter:
         scheduler: str = Form("Automatic"),
         width: int | None = Form(None),
         height: int | None = Form(None),
-        resize_mode: str = Form("crop", description="stretch, crop or fill (or 0, 1, 2)."),
+        resize_mode: str = Form("crop", description="stretch, crop, fill or latent (or A1111's 0-3)."),
         batch_size: int = Form(1),
         keep_size: bool = Form(False),
         background: str = Form("white"),
@@ -54,6 +54,8 @@ def router(service: Service) -> APIRouter:
         inpaint_area: str = Form("whole", description="whole (picture) or masked (only the area around the mask)."),
         inpaint_padding: int = Form(32, description="Pixels of context around the mask for inpaint_area=masked."),
         outpaint: str | None = Form(None, description="Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels."),
+        noise_multiplier: float = Form(1.0, description="Scale the noise added to the input (A1111's initial "
+                                                        "noise multiplier)."),
         model: str | None = Form(None, description="One of GET /v1/models (default: the current one)."),
         save: bool = Form(False, description="Also keep the results in the server's history (web UI)."),
         response_format: str | None = Form(None, description="png (the first image; default) or json (all images, "
@@ -80,7 +82,8 @@ def router(service: Service) -> APIRouter:
                           clip_skip=clip_skip, styles=tuple(styles), color_correction=color_correction,
                           mask_from_alpha=mask_from_alpha, invert_mask=invert_mask,
                           mask_blur=mask_blur, inpaint_fill=inpaint_fill or None, inpaint_area=inpaint_area,
-                          inpaint_padding=inpaint_padding, outpaint=outpaint or None)
+                          inpaint_padding=inpaint_padding, outpaint=outpaint or None,
+                          noise_multiplier=noise_multiplier)
 
         def check():
             prepared, _ = service.prepare(slot, request)

@@ -276,7 +276,8 @@ class Service:
         return request.replace(seed=first), total
 
     # ---------------------------------------------------------------- work in the worker thread
-    def check_repaint(self, request: Request, image: bytes, mask: bytes | None, field_name: str = "mask") -> None:
+    def check_repaint(self, request: Request, image: bytes, mask: bytes | None, field_name: str = "mask",
+                      latent_mask: bytes | None = None) -> None:
         """Refuse a mask that cannot be used (unreadable, another size, nothing to repaint; also a bad outpaint or
         an input without transparency for mask_from_alpha) before it takes a place in the queue."""
         from ..images import load_image
@@ -286,8 +287,11 @@ class Service:
             return
         loaded = load_image(image, max_pixels=self.config.max_pixels, background=request.background)
         try:
-            read_repaint(request, [image], loaded, mask, max_pixels=self.config.max_pixels)
+            read_repaint(request, [image], loaded, mask, max_pixels=self.config.max_pixels, latent_mask=latent_mask)
         except ImageError as exc:
+            if str(exc).startswith("latent_mask"):
+                exc.field = "latent_mask"  # type: ignore[attr-defined]
+                raise
             error = ImageError(f"{field_name}: {exc}".replace(f"{field_name}: mask: ", f"{field_name}: "))
             error.field = field_name  # type: ignore[attr-defined]  # the HTTP error names the field
             raise error from None

@@ -24,7 +24,7 @@ from .inpaint import build_controls, editor_value, painted_mask, request_fields,
 
 POLL_SECONDS = 0.25
 RESIZE_CHOICES = [("crop (keep aspect, cut edges)", "crop"), ("stretch", "stretch"),
-                  ("fill (keep aspect, extend edges)", "fill")]
+                  ("fill (keep aspect, extend edges)", "fill"), ("latent (resize the encoded latents)", "latent")]
 CSS = "#status {min-height: 2.5em} footer {display: none !important}"
 
 

@@ -17,6 +17,16 @@ def _empty(value) -> bool:
     return value in (None, "", "None")
 
 
+def latent_mask(payload, notices: list[str], fetch=None) -> bytes | None:
+    """A1111's latent_mask: with a mask, what the generation repaints (unblurred); without one, ignored."""
+    if _empty(payload.latent_mask):
+        return None
+    if _empty(payload.mask):
+        notices.append("latent_mask was ignored: it applies with a mask")
+        return None
+    return decode_base64_image(payload.latent_mask, "latent_mask", fetch)
+
+
 def mask_fields(payload, fetch=None) -> tuple[bytes | None, dict]:
     """(mask bytes or None, Request fields) for an img2img payload."""
     if _empty(payload.mask):
@@ -37,7 +47,7 @@ def mask_fields(payload, fetch=None) -> tuple[bytes | None, dict]:
     return mask, fields
 
 
-def fit_mask(mask: bytes, image: bytes) -> tuple[bytes, list[str]]:
+def fit_mask(mask: bytes, image: bytes, field: str = "mask") -> tuple[bytes, list[str]]:
     """The mask at the init image's size (A1111 resizes it; our core refuses another size)."""
     from PIL import Image, ImageOps
 
@@ -54,7 +64,7 @@ def fit_mask(mask: bytes, image: bytes) -> tuple[bytes, list[str]]:
     except (OSError, ValueError, SyntaxError):
         return mask, []  # unreadable: the engine's loader names the problem
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"mask: {exc}") from None
+        raise ImageError(f"{field}: {exc}") from None
     buffer = io.BytesIO()
     resized.save(buffer, "PNG")
-    return buffer.getvalue(), [f"the mask ({old[0]}x{old[1]}) was resized to the init image's {size[0]}x{size[1]}"]
+    return buffer.getvalue(), [f"the {field} ({old[0]}x{old[1]}) was resized to the init image's {size[0]}x{size[1]}"]

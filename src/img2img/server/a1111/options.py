@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
 # Keys that change what this server does (docs/server.md says how).
 EFFECTIVE = ("sd_model_checkpoint", "samples_format", "jpeg_quality", "enable_pnginfo", "eta_ddim", "eta_ancestral",
              "s_churn", "s_tmin", "s_tmax", "s_noise", "img2img_fix_steps", "img2img_background_color", "tiling",
-             "live_previews_enable", "img2img_color_correction", "CLIP_stop_at_last_layers")
+             "live_previews_enable", "img2img_color_correction", "CLIP_stop_at_last_layers", "initial_noise_multiplier")
 
 # Keys that describe this server: only their one value is accepted (more once the feature exists).
 FIXED: dict[str, tuple[Any, str]] = {
@@ -80,7 +80,6 @@ FIXED: dict[str, tuple[Any, str]] = {
     "randn_source": ("CPU", "noise is always made on the CPU, so a seed gives the same image on every device"),
     "face_restoration": (False, "face restoration is not available"),
     "s_min_uncond": (0.0, "skipping the negative prompt at low noise (s_min_uncond) is not supported"),
-    "initial_noise_multiplier": (1.0, "an initial noise multiplier is not supported"),
 }
 FIXED_ALIASES = {"sd_vae": ("Automatic", "None", "", None)}
 

@@ -14,7 +14,8 @@ def batch_runner(translated: Translated):
     """A function (engine, request, image, on_step) -> Result for Service.generate."""
 
     def run(engine, request, image, on_step):
-        result = engine.run(request, image, mask=translated.mask, on_step=on_step)
+        result = engine.run(request, image, mask=translated.mask, latent_mask=translated.latent_mask,
+                            on_step=on_step)
         if translated.hires is not None:
             result = _hires_pass(engine, translated, result, on_step)
         if translated.output_size and result.images[0].size != translated.output_size:

@@ -66,7 +66,12 @@ def router(service):
             if translated.mask is not None:  # another size is resized to the init image's, as A1111 does
                 translated.mask, resized = fit_mask(translated.mask, translated.images[0])
                 translated.notices.extend(resized)
-                service.check_repaint(prepared, translated.images[0], translated.mask)
+                if translated.latent_mask is not None:
+                    translated.latent_mask, resized = fit_mask(translated.latent_mask, translated.images[0],
+                                                               "latent_mask")
+                    translated.notices.extend(resized)
+                service.check_repaint(prepared, translated.images[0], translated.mask,
+                                      latent_mask=translated.latent_mask)
             if translated.hires is not None and translated.hires.request is not None:
                 slot.engine.prepare(translated.hires.request, "img2img")
             return prepared

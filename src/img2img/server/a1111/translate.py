@@ -17,7 +17,7 @@ from ...request import Request, effective_steps
 from ...schedulers import SAMPLERS, find_schedule, split_sampler_name
 from . import upscalers
 from .images import decode_base64_image
-from .inpainting import mask_fields
+from .inpainting import latent_mask, mask_fields
 from .options import SAMPLE_FORMATS, check
 from .payloads import GenerationPayload, Img2ImgPayload, Txt2ImgPayload
 
@@ -55,6 +55,7 @@ class Translated:
     output_size: tuple[int, int] | None = None  # asked-for size that is not a multiple of 8
     hires: Hires | None = None
     mask: bytes | None = None  # img2img: the inpainting mask (white = repaint)
+    latent_mask: bytes | None = None  # with a mask: what the generation repaints (A1111's latent_mask)
 
     @property
     def image_format(self) -> str:
@@ -90,10 +91,6 @@ def _refusals(p: GenerationPayload, settings: dict) -> list[tuple[str, bool, str
     ]
     if isinstance(p, Img2ImgPayload):
         checks += [
-            ("latent_mask", not _empty(p.latent_mask), "a separate latent mask is not supported yet; send it as mask"),
-            ("initial_noise_multiplier", p.initial_noise_multiplier not in (None, 1),
-             "an initial noise multiplier is not supported yet"),
-            ("resize_mode", p.resize_mode == 3, "resize_mode 3 (latent upscale) is not supported yet; use 0, 1 or 2"),
         ]
     if isinstance(p, Txt2ImgPayload):
         checks += [
@@ -108,8 +105,8 @@ _FROM_INFOTEXT = {"prompt": "prompt", "negative_prompt": "negative_prompt", "ste
                   "sampler": "sampler_name", "scheduler": "scheduler", "width": "width", "height": "height",
                   "resize_mode": "resize_mode", "eta": "eta", "s_churn": "s_churn", "s_tmin": "s_tmin",
                   "s_tmax": "s_tmax", "s_noise": "s_noise", "tiling": "tiling", "subseed": "subseed",
-                  "subseed_strength": "subseed_strength"}
-_RESIZE_MODES = {"stretch": 0, "crop": 1, "fill": 2}
+                  "subseed_strength": "subseed_strength", "noise_multiplier": "initial_noise_multiplier"}
+_RESIZE_MODES = {"stretch": 0, "crop": 1, "fill": 2, "latent": 3}
 
 
 def _sampler(values: dict, given: set, default: str, notices: list[str], prefix: str = "") -> tuple[str, str]:
@@ -180,10 +177,11 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
     for name in ("batch_size", "n_iter"):
         if values[name] < 1:
             raise InvalidRequest(f"{name} must be at least 1, got {values[name]}", name)
-    images, batch_size, strength, mask, inpainting = [], values["batch_size"], 1.0, None, {}
+    images, batch_size, strength, mask, latent, inpainting = [], values["batch_size"], 1.0, None, None, {}
     if mode == "img2img":
         images, batch_size = _init_images(payload, batch_size, fetch, notices)
         mask, inpainting = mask_fields(payload, fetch)
+        latent = latent_mask(payload, notices, fetch)
         strength = values["denoising_strength"] if values["denoising_strength"] is not None else 0.75
         if not 0 < strength <= 1:
             raise InvalidRequest(f"denoising_strength must be in (0, 1], got {strength:g}", "denoising_strength")
@@ -201,6 +199,7 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
         styles=tuple(name for name in payload.styles if name not in ("", "None")),
         clip_skip=int(settings["CLIP_stop_at_last_layers"]),
         color_correction=bool(settings["img2img_color_correction"]) and mode == "img2img",
+        noise_multiplier=_noise_multiplier(values, settings) if mode == "img2img" else 1.0,
         **_sampler_settings(values, settings, sampler),
         **inpainting,
     )
@@ -210,7 +209,8 @@ def translate(payload: GenerationPayload, service, *, fetch=None) -> Translated:
         output_size = None  # the second pass decides the size
     return Translated(mode, request, images, values["n_iter"], model,
                       sticky_model=model is not None and not payload.override_settings_restore_afterwards,
-                      settings=settings, notices=notices, output_size=output_size, hires=hires, mask=mask)
+                      settings=settings, notices=notices, output_size=output_size, hires=hires, mask=mask,
+                      latent_mask=latent)
 
 
 def _with_infotext(payload: GenerationPayload, service, notices: list[str]) -> tuple[dict, set, str | None]:
@@ -272,6 +272,12 @@ def _sampler_settings(values: dict, settings: dict, sampler: str) -> dict:
               for key in ("s_churn", "s_tmin", "s_tmax", "s_noise")}
     chosen["s_tmax"] = chosen["s_tmax"] or None  # A1111: 0 means no upper limit
     return {"eta": eta, **chosen}
+
+
+def _noise_multiplier(values: dict, settings: dict) -> float:
+    """initial_noise_multiplier: the request's, else the server's setting (A1111's rule)."""
+    multiplier = values["initial_noise_multiplier"]
+    return float(multiplier if multiplier is not None else settings["initial_noise_multiplier"])
 
 
 def _init_images(payload: Img2ImgPayload, batch_size: int, fetch, notices: list[str]) -> tuple[list[bytes], int]:
