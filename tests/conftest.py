@@ -21,6 +21,8 @@ import pytest  # noqa: E402
 
 # Servers and UIs started by tests keep their history here, never in the user's data folder.
 os.environ["IMG2IMG_HISTORY_DIR"] = tempfile.mkdtemp(prefix="img2img-test-history-")
+# ...and remember model hashes here, never in the user's cache folder.
+os.environ["IMG2IMG_CACHE_DIR"] = tempfile.mkdtemp(prefix="img2img-test-cache-")
 
 from img2img import models  # noqa: E402
 from img2img.testing import (  # noqa: E402

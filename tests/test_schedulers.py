@@ -87,10 +87,14 @@ def test_unknown_sampler_and_schedule():
     [
         ("DPM++ 2M", "Automatic", "DPMSolverMultistepScheduler",
          {"use_karras_sigmas": True, "algorithm_type": "dpmsolver++"}),
+        # A1111 1.9+: DPM++ 2M SDE's Automatic schedule is Exponential (sd_samplers_kdiffusion.py)
         ("DPM++ 2M SDE", "Automatic", "DPMSolverMultistepScheduler",
-         {"use_exponential_sigmas": True, "algorithm_type": "sde-dpmsolver++"}),
+         {"use_exponential_sigmas": True, "use_karras_sigmas": False, "algorithm_type": "sde-dpmsolver++"}),
+        ("DPM++ 2M SDE", "Karras", "DPMSolverMultistepScheduler",
+         {"use_karras_sigmas": True, "use_exponential_sigmas": False}),
         ("DPM++ 2M SDE Heun", "Automatic", "DPMSolverMultistepScheduler", {"solver_type": "heun"}),
         ("DPM++ 3M SDE", "Karras", "DPMSolverMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}),
+        ("DPM++ SDE", "Automatic", "DPMSolverSDEScheduler", {"use_karras_sigmas": True}),
         ("DPM++ SDE", "Karras", "DPMSolverSDEScheduler", {"use_karras_sigmas": True}),
         ("Euler", "Automatic", "EulerDiscreteScheduler", {"use_karras_sigmas": False, "timestep_spacing": "leading"}),
         ("Euler", "Exponential", "EulerDiscreteScheduler", {"use_exponential_sigmas": True}),
@@ -211,6 +215,7 @@ def test_churn_changes_the_euler_step():
 
 def test_resolve_automatic():
     assert resolve_schedule("DPM++ 2M", "Automatic") == "Karras"
+    assert resolve_schedule("DPM++ SDE", "Automatic") == "Karras"
     assert resolve_schedule("DPM++ 2M SDE", "Automatic") == "Exponential"  # A1111 1.9+
     assert resolve_schedule("Euler a", "Automatic") == "Uniform"
     assert resolve_schedule("Euler a", "SGM Uniform") == "SGM Uniform"

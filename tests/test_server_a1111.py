@@ -208,6 +208,8 @@ def in_thread(fn):
 def test_progress_preview_then_interrupt_returns_what_finished(server, picture, engine):
     payload = {"prompt": "x", "seed": 5, "steps": 400, "denoising_strength": 1.0, "init_images": [b64(picture)],
                "width": 64, "height": 64}
+    # Before the job starts: loading waits for a running generation.
+    latent_side = 64 // engine.load().pipe.vae_scale_factor  # the tiny VAE scales by 2, real ones by 8
     thread, box = in_thread(lambda: post(server, payload))
 
     def running():
@@ -217,7 +219,6 @@ def test_progress_preview_then_interrupt_returns_what_finished(server, picture, 
     progress = wait_for(running)
     assert 0 < progress["progress"] < 1 and progress["state"]["sampling_steps"] == 400
     preview = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
-    latent_side = 64 // engine.load().pipe.vae_scale_factor  # the tiny VAE scales by 2, real ones by 8
     assert preview.size == (latent_side, latent_side) and preview.mode == "RGB"  # from the linear map
     skipped = httpx.get(server.url + "/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
     assert skipped["current_image"] is None

@@ -302,12 +302,14 @@ def samplers():
     from .models import STANDARD
     from .schedulers import SAMPLERS, SCHEDULES, describe
 
-    print("Samplers (A1111 name -> the diffusers scheduler it runs with its Automatic schedule):")
-    for sampler in SAMPLERS.values():
-        default = " (default)" if sampler.name == STANDARD.sampler else ""
-        print(f"  {sampler.name}{default}  ->  {describe(sampler.name)}; Automatic schedule = "
-              f"{sampler.automatic_schedule}")
+    print("Samplers (with the Automatic schedule -> the diffusers scheduler they run):")
+    names = [s.name + (" (default)" if s.name == STANDARD.sampler else "") for s in SAMPLERS.values()]
+    width = max(len(name) for name in names)
+    for name, sampler in zip(names, SAMPLERS.values()):
+        print(f"  {name.ljust(width)}  Automatic = {sampler.automatic_schedule.ljust(11)}  ->  "
+              f"{describe(sampler.name)}")
     print("Schedule types: " + ", ".join(SCHEDULES))
+    print('"Automatic = Uniform" keeps the model\'s own timestep spacing.')
     print('Legacy combined names such as "DPM++ 2M Karras" are accepted too. docs/server.md has the table.')
 
 

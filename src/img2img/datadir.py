@@ -18,6 +18,16 @@ def user_data_dir() -> Path:
     return base / "img2img"
 
 
+def user_cache_dir() -> Path:
+    """~/.cache/img2img on Linux, ~/Library/Caches/img2img on macOS, %LOCALAPPDATA%\\img2img\\Cache on Windows:
+    for what can be computed again (file hashes)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "img2img" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "img2img"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "img2img"
+
+
 def folder_setting(explicit, variable: str, default_name: str) -> Path:
     """An explicit folder, else $variable, else <user data folder>/<default_name>."""
     if explicit:

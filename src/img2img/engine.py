@@ -62,8 +62,11 @@ class Engine:
         return f"Engine(model={self.source.name!r}, device={self.device!r}, dtype={self.dtype!r})"
 
     def load(self) -> LoadedModel:
-        return self._cache.get(self.source, self.device, self.dtype, safety_checker=self.safety_checker,
-                               config=self.config, acceleration=self.acceleration)
+        """The loaded model (from the cache, or loaded now). Waits for a running generation: loading may evict
+        the pipeline it uses."""
+        with GPU_LOCK:
+            return self._cache.get(self.source, self.device, self.dtype, safety_checker=self.safety_checker,
+                                   config=self.config, acceleration=self.acceleration)
 
     def interrupt(self) -> None:
         """Stop the running generation at its next step; it raises Interrupted."""

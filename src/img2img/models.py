@@ -9,12 +9,10 @@ import hashlib
 import json
 import os
 import re
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from .backends import Acceleration
 from .errors import InvalidRequest, ModelNotAvailable
@@ -81,13 +79,14 @@ def resolve_model(spec: str | os.PathLike | None, *, allow_unsafe_checkpoint: bo
     if spec in ALIASES:
         alias = ALIASES[spec]
         return ModelSource("hub", alias.repo, alias.name, alias.profile)
-    profile = TURBO if "turbo" in spec.lower() else STANDARD
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelNotAvailable(f"{spec}: folder has no model_index.json; is it a diffusers model folder?")
-        return ModelSource("folder", str(path.resolve()), path.resolve().name, profile)
+        folder = path.resolve()
+        return ModelSource("folder", str(folder), folder.name, profile_for(_folder_identity(folder)))
     if path.is_file():
+        profile = profile_for(path.stem)
         suffix = path.suffix.lower()
         if suffix in UNSAFE_SUFFIXES and not allow_unsafe_checkpoint:
             raise ModelNotAvailable(
@@ -102,7 +101,23 @@ def resolve_model(spec: str | os.PathLike | None, *, allow_unsafe_checkpoint: bo
     if looks_like_path or not _HUB_ID.match(spec):
         known = ", ".join(ALIASES)
         raise ModelNotAvailable(f"{spec}: no such file or folder, and not a model alias ({known}) or hub id")
-    return ModelSource("hub", spec, spec, profile)
+    return ModelSource("hub", spec, spec, profile_for(spec.split("/")[-1]))
+
+
+def profile_for(name: str) -> ModelProfile:
+    """Turbo defaults for a model whose own name says Turbo (sd-turbo, sdxl-turbo and their fine-tunes).
+
+    Only the model's name counts (repo name, folder name, file stem): a folder that merely lives under
+    "turbo-runs/" or a repo owned by "turbo-lab" is an ordinary model.
+    """
+    return TURBO if "turbo" in name.lower() else STANDARD
+
+
+def _folder_identity(folder: Path) -> str:
+    """A folder's model name; for a Hugging Face cache snapshot (named by its commit) the repo's name."""
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.split("--")[-1]
+    return folder.name
 
 
 # ---------------------------------------------------------------- device and dtype
@@ -111,25 +126,38 @@ _DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "float32"
            "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+_DEVICE = re.compile(r"^(cuda(:\d+)?|mps|cpu)$")
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
     """(device, dtype) names. Auto: CUDA with float16, else Apple MPS with float32, else the CPU with bfloat16
     where it computes bfloat16 natively (AVX-512 BF16, AMX), float32 elsewhere. IMG2IMG_DTYPE sets the
     automatic dtype for every device."""
-    import torch
-
     if device in (None, "", "auto"):
-        if torch.cuda.is_available():
+        if cuda_device_count():
             device = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        elif mps_available():
             device = "mps"
         else:
             device = "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cuda", "mps", "cpu"):
+    if not isinstance(device, str) or not _DEVICE.match(device):
         raise InvalidRequest(f"device must be auto, cuda, cuda:N, mps or cpu, got {device!r}", "device")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InvalidRequest("device cuda was asked for, but torch sees no CUDA GPU", "device")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        _check_cuda(device, cuda_device_count())
+    if kind == "mps" and not mps_available():
         raise InvalidRequest("device mps was asked for, but it is not available here", "device")
     if dtype in (None, "", "auto"):
         dtype = os.environ.get("IMG2IMG_DTYPE", "").strip() or "auto"
@@ -142,6 +170,17 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
     else:
         raise InvalidRequest(f"dtype must be auto, float16, bfloat16 or float32, got {dtype!r}", "dtype")
     return device, dtype
+
+
+def _check_cuda(device: str, count: int) -> None:
+    """cuda:N must name a GPU torch sees (torch itself fails only at the first tensor, with less to go on)."""
+    if count == 0:
+        raise InvalidRequest(f"device {device} was asked for, but torch sees no CUDA GPU", "device")
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise InvalidRequest(f"device {device} was asked for, but torch sees {count} CUDA GPU"
+                             f"{'s' if count > 1 else ''} ({names})", "device")
 
 
 # ---------------------------------------------------------------- loading
@@ -200,15 +239,19 @@ def hub_offline() -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an unreachable hub fails in seconds, not after a long retry loop."""
+    """One quick request to the hub endpoint, so an unreachable hub fails in seconds, not after a retry loop.
+
+    It goes the way downloads go: HF_ENDPOINT and the usual proxy variables (HTTPS_PROXY, HTTP_PROXY,
+    NO_PROXY) apply. Any answer below 500 means reachable; a proxy's 502/503/504 means it could not get there.
+    """
+    import httpx
     from huggingface_hub import constants
 
-    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout).close()
-        return True
-    except OSError:
+        with httpx.Client(timeout=timeout, trust_env=True, follow_redirects=False) as client:
+            return client.head(endpoint).status_code < 500
+    except (httpx.HTTPError, OSError, ValueError):  # ValueError: a malformed endpoint or proxy URL
         return False
 
 
@@ -268,17 +311,20 @@ def _pretrained_kwargs(folder: Path | None, dtype: str, safety_checker: bool) ->
 
 
 def _load_pretrained(source: ModelSource, dtype: str, safety_checker: bool):
+    """(pipeline, variant): the variant ("fp16" or None) says which weight files were loaded."""
     from diffusers import AutoPipelineForImage2Image
 
     if source.kind == "folder":
         folder = Path(source.location)
-        return AutoPipelineForImage2Image.from_pretrained(
-            folder, local_files_only=True, **_pretrained_kwargs(folder, dtype, safety_checker))
+        kwargs = _pretrained_kwargs(folder, dtype, safety_checker)
+        pipe = AutoPipelineForImage2Image.from_pretrained(folder, local_files_only=True, **kwargs)
+        return pipe, kwargs.get("variant")
     snapshot = cached_snapshot(source.location)
     if snapshot is not None:
+        kwargs = _pretrained_kwargs(snapshot, dtype, safety_checker)
         try:
-            return AutoPipelineForImage2Image.from_pretrained(
-                source.location, local_files_only=True, **_pretrained_kwargs(snapshot, dtype, safety_checker))
+            pipe = AutoPipelineForImage2Image.from_pretrained(source.location, local_files_only=True, **kwargs)
+            return pipe, kwargs.get("variant")
         except (OSError, ValueError) as exc:
             if hub_offline():
                 raise _not_available(source, f"the cached copy is incomplete ({exc})") from None
@@ -291,11 +337,11 @@ def _load_pretrained(source: ModelSource, dtype: str, safety_checker: bool):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if dtype == "float16":
         try:
-            return AutoPipelineForImage2Image.from_pretrained(source.location, variant="fp16", **kwargs)
+            return AutoPipelineForImage2Image.from_pretrained(source.location, variant="fp16", **kwargs), "fp16"
         except (OSError, ValueError):
             pass  # the repo has no fp16 variant: load the full-precision files and cast
     try:
-        return AutoPipelineForImage2Image.from_pretrained(source.location, **kwargs)
+        return AutoPipelineForImage2Image.from_pretrained(source.location, **kwargs), None
     except (OSError, ValueError) as exc:
         raise _not_available(source, f"download failed ({exc})") from None
 
@@ -355,51 +401,57 @@ def _load_single_file(source: ModelSource, dtype: str, safety_checker: bool, con
         ) from None
 
 
-def model_hash(source: ModelSource) -> str | None:
-    """A1111's short hash: the first 10 hex digits of the sha256 of the weights (the UNet's, for folders)."""
+def model_hash(source: ModelSource, variant: str | None = None) -> str | None:
+    """A1111's short hash: the first 10 hex digits of the sha256 of the weights loaded.
+
+    Single-file checkpoints: the file. Diffusers folders: the UNet file of the variant loaded (fp16 or
+    full precision), so the hash names the weights that made the image; a sharded UNet hashes the list
+    of its shards' hashes.
+    """
     if source.kind == "file":
-        weights = Path(source.location)
+        files = [Path(source.location)]
     else:
         folder = Path(source.location) if source.kind == "folder" else cached_snapshot(source.location)
-        candidates = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors")) if folder else []
-        if not candidates:
-            return None
-        weights = candidates[0]
-    real = Path(os.path.realpath(weights))
+        files = unet_weight_files(folder, variant) if folder else []
+    if not files:
+        return None
+    digests = [_file_digest(path) for path in files]
+    if len(digests) == 1:
+        return digests[0][:10]
+    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()[:10]
+
+
+def unet_weight_files(folder: Path, variant: str | None) -> list[Path]:
+    """The UNet .safetensors file(s) diffusers loads for a variant: one file, or the shards its index lists."""
+    unet = folder / "unet"
+    suffix = f".{variant}" if variant else ""
+    single = unet / f"diffusion_pytorch_model{suffix}.safetensors"
+    if single.is_file():
+        return [single]
+    index = _read_json(unet / f"diffusion_pytorch_model.safetensors.index{suffix}.json")
+    shards = sorted(set(index.get("weight_map", {}).values()))
+    return [unet / name for name in shards if (unet / name).is_file()]
+
+
+def _file_digest(path: Path) -> str:
+    from .hashes import file_sha256
+
+    real = Path(os.path.realpath(path))
     if re.fullmatch(r"[0-9a-f]{64}", real.name):  # hub cache blobs are named by their sha256
-        return real.name[:10]
-    return _sha256_file(str(real), real.stat().st_mtime_ns, real.stat().st_size)[:10]
+        return real.name
+    return file_sha256(real)
 
 
-_HASHES: dict[tuple, str] = {}
-
-
-def _sha256_file(path: str, mtime: int, size: int) -> str:
-    key = (path, mtime, size)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
-def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
-               config: str | None = None, acceleration: Acceleration | None = None) -> LoadedModel:
-    """Load a model as an image-to-image pipeline onto a device; other modes are made from it
+def read_model(source: ModelSource, dtype: str, *, safety_checker: bool = True,
+               config: str | None = None) -> LoadedModel:
+    """Read a model as an image-to-image pipeline into memory (on the CPU); other modes are made from it
     (LoadedModel.pipeline)."""
-    from . import backends
-
     quiet_libraries()
+    variant = None
     if source.kind == "file":
         pipe = _load_single_file(source, dtype, safety_checker, config)
     else:
-        pipe = _load_pretrained(source, dtype, safety_checker)
-    # moves it to the device (or sets up offload), swaps the autoencoder or backend; says what it chose
-    weights_hash = model_hash(source)
-    backends.apply(pipe, acceleration or Acceleration(), device, dtype, is_xl="XL" in type(pipe).__name__,
-                   model_hash=weights_hash, progress=_say)
+        pipe, variant = _load_pretrained(source, dtype, safety_checker)
     pipe.set_progress_bar_config(disable=True)
     vae_scale = getattr(pipe, "vae_scale_factor", 8)
     sample_size = pipe.unet.config.sample_size
@@ -407,7 +459,24 @@ def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: 
     notices = []
     if not safety_checker and "safety_checker" in getattr(pipe, "_optional_components", []):
         notices.append("safety checker disabled")
-    return LoadedModel(pipe, source, device, dtype, native, weights_hash, notices)
+    return LoadedModel(pipe, source, "cpu", dtype, native, model_hash(source, variant), notices)
+
+
+def place(model: LoadedModel, device: str, acceleration: Acceleration | None = None) -> LoadedModel:
+    """Put a read model into its running shape on its device: moved there (or offloaded), the autoencoder or
+    backend swapped as `acceleration` says. Says what it chose."""
+    from . import backends
+
+    backends.apply(model.pipe, acceleration or Acceleration(), device, model.dtype, is_xl=model.is_xl,
+                   model_hash=model.model_hash, progress=_say)
+    model.device = device
+    return model
+
+
+def load_model(source: ModelSource, device: str, dtype: str, *, safety_checker: bool = True,
+               config: str | None = None, acceleration: Acceleration | None = None) -> LoadedModel:
+    """Load the image-to-image pipeline for a source onto a device."""
+    return place(read_model(source, dtype, safety_checker=safety_checker, config=config), device, acceleration)
 
 
 def _say(message: str) -> None:
@@ -419,7 +488,10 @@ def _say(message: str) -> None:
 class PipelineCache:
     """The one cache of loaded pipelines, keyed by (model, device, dtype, safety checker).
 
-    Keeps `capacity` pipelines (default 1: SD weights are gigabytes); loading is serialized.
+    Keeps `capacity` pipelines (default 1: SD weights are gigabytes); loading is serialized. A new model is
+    read into memory before the oldest one is evicted, so a model that fails to load (a typo, a broken
+    file) leaves the working one in place; it is moved onto the device only after the eviction, so the
+    accelerator never holds both.
     """
 
     def __init__(self, capacity: int = 1):
@@ -435,12 +507,11 @@ class PipelineCache:
             if key in self._items:
                 self._items[key] = self._items.pop(key)  # most recently used last
                 return self._items[key]
+            loaded = read_model(source, dtype, safety_checker=safety_checker, config=config)
             while self._items and len(self._items) >= self.capacity:
                 self._items.pop(next(iter(self._items)))
                 _free_memory()
-            loaded = load_model(source, device, dtype, safety_checker=safety_checker, config=config,
-                                acceleration=acceleration)
-            self._items[key] = loaded
+            self._items[key] = place(loaded, device, acceleration)
             return loaded
 
     def loaded(self) -> list[LoadedModel]:
