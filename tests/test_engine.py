@@ -212,3 +212,29 @@ def test_half_precision_vae_overflow_is_decoded_again_in_float32(tmp_path, squar
     assert "the VAE overflowed in half precision; decoded again in float32" in result.notices
     pixels = np.asarray(result.image)
     assert pixels.std() > 0  # a real picture, not the black frame NaNs would give
+
+
+def test_extreme_aspect_ratio_is_clamped_with_a_notice(engine):
+    # 75:1 at the tiny model's native area would be 552x8; automatic sizes keep at least 32 px (64 on real models)
+    result = engine.transform(Image.new("RGB", (900, 12), "purple"), "x", seed=1, steps=2, strength=0.5)
+    assert result.image.size == (128, 32)
+    assert any("aspect ratio 75:1" in n and "128x32" in n and "cropped" in n for n in result.notices)
+
+
+def test_keep_size_with_automatic_size_stretches_so_the_result_lines_up(engine, photo_path):
+    # 96x64 generates at 80x56 (aspect 1.43, not 1.5): a crop would cut 5 columns that keep_size stretched back.
+    result = engine.transform(photo_path, "x", seed=1, steps=2, strength=0.5, keep_size=True)
+    assert result.image.size == (96, 64)
+    assert result.request.resize_mode == "stretch"
+    assert "Resize mode: stretch" in result.infotexts[0] and "Keep size: True" in result.infotexts[0]
+
+
+def test_keep_size_with_a_cropping_explicit_size_is_refused_before_loading(tiny_sd, photo_path):
+    cache = PipelineCache()
+    engine = Engine(str(tiny_sd), cache=cache)
+    with pytest.raises(InvalidRequest, match="keep_size.*crop would cut 32 of the input's 96 columns"):
+        engine.transform(photo_path, "x", width=64, height=64, keep_size=True, resize_mode="crop")
+    assert cache.loaded() == []
+    filled = engine.transform(photo_path, "x", seed=1, steps=2, strength=0.5, width=64, height=64,
+                              keep_size=True, resize_mode="fill")
+    assert filled.image.size == (96, 64) and filled.request.resize_mode == "fill"

@@ -1,6 +1,14 @@
 import pytest
 
-from img2img.geometry import native_area_size, plan_resize, snap, target_size
+from img2img.geometry import (
+    MAX_SIDE,
+    automatic_min_side,
+    native_area_size,
+    plan_resize,
+    restore_box,
+    snap,
+    target_size,
+)
 
 
 @pytest.mark.parametrize("value, expected", [(0, 8), (3, 8), (12, 16), (511, 512), (516, 520), (515, 512)])
@@ -36,7 +44,9 @@ def test_tiny_sizes_still_snap():
     [((None, None), (624, 416)), ((768, None), (768, 512)), ((None, 256), (384, 256)), ((300, 200), (300, 200))],
 )
 def test_target_size(want, expected):
-    assert target_size(600, 400, 512, *want) == expected
+    size = target_size(600, 400, 512, *want)
+    assert size == expected and not size.limited
+    width, height = size  # unpacks as a pair, as callers use it
 
 
 @pytest.mark.parametrize(
@@ -75,3 +85,66 @@ def test_plan_stretch_uses_whole_image():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="unknown resize mode"):
         plan_resize((1, 1), (8, 8), "zoom")
+
+
+@pytest.mark.parametrize(
+    "size, native, expected",
+    [
+        ((1000, 4000), 1024, (512, 2048, False)),  # 1:4 fits: aspect kept
+        ((10000, 500), 1024, (4096, 256, True)),  # 20:1 would be 4576 wide: clamped to 4096, area kept
+        ((500, 10000), 1024, (256, 4096, True)),
+        ((9000, 120), 512, (4096, 64, True)),  # 75:1 would be 56 high: clamped to the 64 px minimum
+        ((9000, 120), 64, (128, 32, True)),  # a tiny test model: at least half its native size
+        ((600, 400), 512, (624, 416, False)),
+    ],
+)
+def test_automatic_sizes_respect_the_side_limits(size, native, expected):
+    result = target_size(*size, native, None, None)
+    assert (result.width, result.height, result.limited) == expected
+
+
+@pytest.mark.parametrize("native", [64, 512, 768, 1024])
+@pytest.mark.parametrize("aspect", [1 / 200, 1 / 30, 1 / 7, 0.5, 1, 2.5, 9, 40, 150])
+def test_automatic_sizes_always_fit(native, aspect):
+    width, height = (round(3000 * aspect), 3000) if aspect < 1 else (3000, round(3000 / aspect))
+    size = target_size(width, height, native, None, None)
+    low = automatic_min_side(native)
+    assert low <= size.width <= MAX_SIDE and low <= size.height <= MAX_SIDE
+    assert size.width % 8 == 0 and size.height % 8 == 0
+    assert automatic_min_side(native) == (64 if native >= 128 else native // 2)
+
+
+@pytest.mark.parametrize(
+    "source, want, expected",
+    [
+        ((1000, 50), (4096, None), (4096, 208, False)),
+        ((50, 1000), (4096, None), (4096, 4096, True)),  # 81920 high would be over the limit
+        ((10000, 10), (64, None), (64, 8, True)),  # 0.064 high would be under the 8 px grid
+        ((1000, 10), (None, 4096), (4096, 4096, True)),
+    ],
+)
+def test_one_given_side_keeps_the_other_within_limits(source, want, expected):
+    result = target_size(*source, 512, *want)
+    assert (result.width, result.height, result.limited) == expected
+
+
+def test_crop_box_is_never_empty():
+    plan = plan_resize((1000, 1), (8, 4096), "crop")
+    left, top, right, bottom = plan.crop
+    assert right - left >= 1 and bottom - top == 1
+    plan = plan_resize((1, 1000), (4096, 8), "crop")
+    left, top, right, bottom = plan.crop
+    assert right - left == 1 and bottom - top >= 1
+
+
+@pytest.mark.parametrize(
+    "source, target, mode, box",
+    [
+        ((96, 64), (80, 56), "stretch", (0, 0, 80, 56)),  # all of it maps back onto the source
+        ((600, 400), (512, 512), "fill", (0, 85, 512, 426)),  # the part between the bands
+        ((600, 400), (300, 200), "crop", (0, 0, 300, 200)),  # a crop that cut nothing
+        ((600, 400), (512, 512), "crop", None),  # cut the sides off: nothing maps back onto the whole input
+    ],
+)
+def test_restore_box(source, target, mode, box):
+    assert restore_box(plan_resize(source, target, mode)) == box

@@ -7,7 +7,15 @@ from PIL import Image
 
 from img2img import ImageError, OutputError
 from img2img.geometry import plan_resize
-from img2img.images import apply_plan, encode_image, load_image, read_infotext, save_image, write_atomically
+from img2img.images import (
+    apply_plan,
+    encode_image,
+    load_image,
+    read_infotext,
+    restore_size,
+    save_image,
+    write_atomically,
+)
 
 
 def png_bytes(image, **params) -> bytes:
@@ -213,3 +221,27 @@ def test_written_files_follow_the_umask(tmp_path):
 
     path = write_atomically(b"data", tmp_path / "a.png")
     assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's private 0600
+
+
+def _edge_column(image) -> int:
+    """The first column whose red channel is mostly bright (the left edge of the white block)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=float)[:, :, 0]
+    return int(np.argmax(pixels.mean(axis=0) > 127))
+
+
+@pytest.mark.parametrize("mode, target", [("stretch", (80, 56)), ("fill", (64, 64)), ("stretch", (64, 96)),
+                                          ("crop", (48, 32)), ("fill", (96, 160))])
+def test_restore_size_lines_up_with_the_input(mode, target):
+    # What keep_size does: plan -> generate (here: the planned input itself) -> back onto the input's pixels.
+    source = Image.new("RGB", (96, 64), "black")
+    source.paste(Image.new("RGB", (36, 64), "white"), (60, 0))  # white from column 60 on
+    plan = plan_resize(source.size, target, mode)
+    back = restore_size(apply_plan(source, plan), plan)
+    assert back.size == source.size
+    assert abs(_edge_column(back) - 60) <= 1
+
+
+def test_restore_size_refuses_a_crop_that_cut_the_input():
+    plan = plan_resize((96, 64), (64, 64), "crop")
+    with pytest.raises(ValueError, match="cut"):
+        restore_size(Image.new("RGB", (64, 64)), plan)

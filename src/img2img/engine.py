@@ -17,8 +17,8 @@ from . import inpaint, networks, styles
 from .backends import Acceleration, sized_for
 from .backends.autoencoders import vae_name
 from .errors import Interrupted, InvalidRequest
-from .geometry import plan_resize, target_size
-from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image
+from .geometry import MAX_SIDE, MIN_SIDE, TargetSize, automatic_min_side, plan_resize, restore_box, target_size
+from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image, restore_size
 from .infotext import format_infotext
 from .latent_resize import encode_size, resize_encoded_latents
 from .masks import paste_back
@@ -95,7 +95,13 @@ class Engine:
         if request.inpaint_fill is None:  # A1111's web UI default; new canvas area starts from its surroundings
             request = request.replace(inpaint_fill="fill" if request.outpaint else "original")
         sampler, schedule = parse_sampler(request.sampler or profile.sampler, request.scheduler)
-        return request.replace(sampler=sampler, scheduler=schedule)
+        request = request.replace(sampler=sampler, scheduler=schedule)
+        if (mode == "img2img" and request.keep_size and request.resize_mode == "crop"
+                and not (request.width and request.height)):
+            # A size from the aspect ratio differs from it by a few pixels of rounding: a crop would cut them
+            # off and keep_size would stretch the rest back; a stretch is undone exactly on the way back.
+            request = request.replace(resize_mode="stretch")
+        return request
 
     def transform(self, image, prompt: str = "", *, mask=None, on_step: StepCallback | None = None,
                   **fields) -> Result:
@@ -135,6 +141,9 @@ class Engine:
         loaded_image = loaded_images[0] if loaded_images else None
         repaint = inpaint.read_repaint(request, sources, loaded_image, mask, max_pixels=self.max_pixels,
                                        latent_mask=latent_mask)
+        if repaint is None:  # a repainted result is pasted into the input, so it lines up anyway
+            for loaded in loaded_images:
+                _check_keep_size(request, loaded.original_size)
         notices = [notice for loaded in loaded_images for notice in loaded.notices]
         with GPU_LOCK:
             self._cancel.clear()
@@ -147,9 +156,10 @@ class Engine:
             if latent_resize and mode == "inpaint":
                 raise InvalidRequest("resize_mode latent resizes latents, which an inpainting model's extra inputs "
                                      "cannot follow; use stretch, crop or fill", "resize_mode")
-            # 4. plan the size and prepare the image(s): all take the first one's size; with a mask, what
-            # gets repainted (the whole picture or the masked area's box)
+            # 4. plan the size (within the side limits) and prepare the image(s): all take the first one's size;
+            # with a mask, what gets repainted (the whole picture or the masked area's box)
             masked = inpaint.prepare_inputs(request, repaint, model.native)
+            plans = []  # how each input became the generation's input (keep_size undoes it)
             if loaded_image is None:
                 width, height = request.width or model.native, request.height or model.native
                 prepared, inputs = [], {"width": width, "height": height}
@@ -157,12 +167,15 @@ class Engine:
                 (width, height), prepared = masked.size, [masked.image]
                 inputs = {"strength": request.strength}
             else:
-                width, height = target_size(*loaded_image.original_size, model.native, request.width,
-                                            request.height)
+                size = target_size(*loaded_image.original_size, model.native, request.width, request.height)
+                width, height = size.width, size.height
+                if size.limited:
+                    notices.append(_limited_size_notice(loaded_image.original_size, size, request, model.native))
                 # latent: the pixels keep the first input's size (to whole latents), the latents are resized
-                size = encode_size(loaded_image.original_size) if latent_resize else (width, height)
                 pixel_mode = "stretch" if latent_resize else request.resize_mode
-                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, size, pixel_mode))
+                plans = [plan_resize(loaded.original_size, (width, height), pixel_mode) for loaded in loaded_images]
+                encoded = encode_size(loaded_image.original_size) if latent_resize else (width, height)
+                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, encoded, pixel_mode))
                             for loaded in loaded_images]
                 inputs = {"image": prepared[0] if len(prepared) == 1 else prepared, "strength": request.strength}
             # 5. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
@@ -225,12 +238,14 @@ class Engine:
             images = [match_colors(im, prepared[min(i, len(prepared) - 1)]) for i, im in enumerate(images)]
         if masked is not None:
             images = [paste_back(im, masked) for im in images]
-        # 12. optional resize back to the input's size (the canvas, when outpainting), then metadata
-        input_size = repaint.canvas.size if repaint is not None else loaded_image and loaded_image.original_size
-        if input_size and request.keep_size and images[0].size != input_size:
+        # 12. optionally back onto the input's own pixels (undoing the resize plan; the canvas when outpainting),
+        # then metadata
+        if request.keep_size and plans:
+            images = [restore_size(im, plans[min(i, len(plans) - 1)]) for i, im in enumerate(images)]
+        elif request.keep_size and repaint is not None and images[0].size != repaint.canvas.size:
             from PIL import Image
 
-            images = [im.resize(input_size, Image.Resampling.LANCZOS) for im in images]
+            images = [im.resize(repaint.canvas.size, Image.Resampling.LANCZOS) for im in images]
         extra = {**sampling.params, "Tiling": True if request.tiling else None,
                  **inpaint.infotext_params(request, repaint), "Lora hashes": loras.hashes(),
                  "TI hashes": embeddings.hashes(conditioning.encoder.used_embeddings)}
@@ -275,6 +290,31 @@ class Engine:
         )
         output.last_latents = last.get("latents")
         return output
+
+
+def _check_keep_size(request: Request, source: tuple[int, int]) -> None:
+    """keep_size maps the result back onto the input; a crop that cut part of the input off cannot."""
+    if not (request.keep_size and request.width and request.height and request.resize_mode == "crop"):
+        return
+    plan = plan_resize(source, (request.width, request.height), request.resize_mode)
+    if restore_box(plan) is None:
+        left, top, right, bottom = plan.crop
+        cut = (f"{source[0] - (right - left)} of the input's {source[0]} columns" if right - left < source[0]
+               else f"{source[1] - (bottom - top)} of the input's {source[1]} rows")
+        raise InvalidRequest(f"keep_size: resize mode crop would cut {cut} off, so the result could not line up "
+                             "with the input; use resize mode stretch or fill, or leave width/height automatic",
+                             "keep_size")
+
+
+def _limited_size_notice(source: tuple[int, int], size: TargetSize, request: Request, native: int) -> str:
+    width, height = source
+    ratio = f"{width / height:.3g}:1" if width >= height else f"1:{height / width:.3g}"
+    low = MIN_SIDE if request.width or request.height else automatic_min_side(native)
+    how = {"crop": "the input cropped to fit", "stretch": "the input stretched to fit",
+           "fill": "the bands filled from the input's edges", "latent": "its latents stretched to fit"}.get(
+        request.resize_mode, "the input stretched to fit")
+    return (f"the input's aspect ratio {ratio} does not fit the side limits ({low}-{MAX_SIDE} px): "
+            f"generated at {size.width}x{size.height}, {how}")
 
 
 def _network_tags(request: Request) -> list:

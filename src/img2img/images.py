@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ImageError, OutputError
-from .geometry import ResizePlan
+from .geometry import ResizePlan, restore_box
 
 DEFAULT_MAX_PIXELS = 100_000_000  # a 100-megapixel photo loads; a decompression bomb does not
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -162,6 +162,17 @@ def apply_plan(image, plan: ResizePlan):
         canvas.paste(scaled.crop((sw - 1, 0, sw, sh)).resize((tw - ox - sw, th)), (ox + sw, 0))
     canvas.paste(scaled, plan.offset)
     return canvas
+
+
+def restore_size(image, plan: ResizePlan):
+    """Map a generated image back onto the source's pixels (keep_size): the inverse of apply_plan."""
+    from PIL import Image
+
+    box = restore_box(plan)
+    if box is None:
+        raise ValueError("the plan cut part of the source off; the result cannot line up with all of it")
+    region = image if box == (0, 0, *image.size) else image.crop(box)
+    return region if region.size == plan.source else region.resize(plan.source, Image.Resampling.LANCZOS)
 
 
 def resolve_format(fmt: str | None, path: str | os.PathLike | None = None) -> str:

@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidRequest
-from .geometry import A1111_RESIZE_MODES, RESIZE_MODES, SIZE_MULTIPLE
+from .geometry import A1111_RESIZE_MODES, MAX_SIDE, MIN_SIDE, RESIZE_MODES, SIZE_MULTIPLE
 from .masks import A1111_INPAINT_FILLS, INPAINT_AREAS, INPAINT_FILLS, MAX_PADDING, parse_blur, parse_outpaint
 
 MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds move between tools unchanged
-MAX_SIDE = 4096
 MAX_NOISE_MULTIPLIER = 10.0
-MIN_SIDE = 8  # automatic sizes can be small for extreme aspect ratios; the grid is the real limit
 MAX_STEPS = 500
 MAX_BATCH = 64
 # Generous: long A1111-style prompts run to a few thousand characters. The cap keeps a hostile prompt from
