@@ -167,3 +167,30 @@ def test_console_script_end_to_end(tmp_path, tiny_sd, square_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(env_out)
     assert "Seed: 3," in read_infotext(env_out)
+
+
+def test_batch_past_the_largest_seed_wraps_and_reproduces(tiny_sd, square_path, tmp_path, capsys):
+    code, out, err = cli("run", square_path, "-p", "x", "-m", tiny_sd, "--seed", 4294967295, "-b", 2, "--steps", 2,
+                         "--output-dir", tmp_path, "-q", capsys=capsys)
+    assert code == 0, err
+    first, second = (Path(line) for line in out.split())
+    assert second.name == "square-0.png" and "Seed: 0," in read_infotext(second)
+    again = tmp_path / "again.png"
+    code, _, err = cli("run", square_path, "--params-from", second, "-m", tiny_sd, "-o", again, capsys=capsys)
+    assert code == 0, err  # the recorded seed is a valid seed
+
+
+@pytest.mark.parametrize("name, fmt", [("result.png", "jpeg"), ("result.jpg", "png"), ("result.webp", "jpg")])
+def test_output_suffix_and_format_must_agree(tiny_sd, square_path, tmp_path, capsys, name, fmt):
+    code, _, err = cli("run", square_path, "-p", "x", "-m", tiny_sd, "-o", tmp_path / name, "--format", fmt,
+                       capsys=capsys)
+    assert code == 2 and f"{name}: the file name says .{name.split('.')[1]} but the format is {fmt}" in err
+    assert list(tmp_path.iterdir()) == []  # refused before generating anything
+
+
+def test_agreeing_suffix_and_format_and_a_bare_name(tiny_sd, square_path, tmp_path, capsys):
+    for args, written in (((tmp_path / "a.jpeg", "--format", "jpg"), "a.jpeg"),
+                          ((tmp_path / "b", "--format", "webp"), "b.webp")):
+        code, _, err = cli("run", square_path, "-p", "x", "-m", tiny_sd, "--steps", 2, "-o", *args, capsys=capsys)
+        assert code == 0, err
+        assert Image.open(tmp_path / written).format == {"a.jpeg": "JPEG", "b.webp": "WEBP"}[written]

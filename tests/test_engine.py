@@ -238,3 +238,106 @@ def test_keep_size_with_a_cropping_explicit_size_is_refused_before_loading(tiny_
     filled = engine.transform(photo_path, "x", seed=1, steps=2, strength=0.5, width=64, height=64,
                               keep_size=True, resize_mode="fill")
     assert filled.image.size == (96, 64) and filled.request.resize_mode == "fill"
+
+
+def _run_in_thread(target):
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = target()
+        except Exception as exc:  # handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_interrupt_while_the_input_is_prepared_is_not_lost(engine, square_path, monkeypatch):
+    import threading
+
+    from img2img import Interrupted
+    from img2img import engine as engine_module
+
+    reading, go_on = threading.Event(), threading.Event()
+    real_load_image = engine_module.load_image
+
+    def slow_load_image(*args, **kwargs):
+        reading.set()
+        go_on.wait(30)
+        return real_load_image(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "load_image", slow_load_image)
+    steps = []
+    thread, outcome = _run_in_thread(lambda: engine.transform(square_path, "x", seed=1, steps=4,
+                                                              on_step=lambda *a: steps.append(a)))
+    assert reading.wait(30)
+    engine.interrupt()
+    go_on.set()
+    thread.join(60)
+    assert isinstance(outcome.get("error"), Interrupted) and steps == []
+
+
+def test_interrupt_while_waiting_for_the_lock_is_not_lost(engine, square_path, monkeypatch):
+    import threading
+
+    from img2img import Interrupted
+    from img2img import engine as engine_module
+
+    read = threading.Event()
+    real_load_image = engine_module.load_image
+
+    def load_image_then_signal(*args, **kwargs):
+        loaded = real_load_image(*args, **kwargs)
+        read.set()
+        return loaded
+
+    monkeypatch.setattr(engine_module, "load_image", load_image_then_signal)
+    with engine_module.GPU_LOCK:  # another generation is running
+        thread, outcome = _run_in_thread(lambda: engine.transform(square_path, "x", seed=1, steps=4))
+        assert read.wait(30)  # past its input, now waiting for the lock
+        engine.interrupt()
+    thread.join(60)
+    assert isinstance(outcome.get("error"), Interrupted)
+
+
+def test_an_interrupt_with_nothing_running_does_not_stop_the_next_run(engine, square_path):
+    engine.interrupt()
+    assert engine.transform(square_path, "x", seed=1, steps=2, strength=0.5).images
+
+
+def test_numpy_scalars_run_like_python_numbers(engine, square_path):
+    plain = engine.transform(square_path, "x", seed=5, strength=0.5, steps=4)
+    numpy = engine.transform(square_path, "x", seed=np.int64(5), strength=np.float32(0.5), steps=np.int32(4))
+    assert numpy.image.tobytes() == plain.image.tobytes() and numpy.infotexts == plain.infotexts
+
+
+def test_batch_seeds_wrap_past_the_largest_seed(engine, square_path):
+    # 4294967295 with a batch of 2: the second image's seed is 0 (not 4294967296, which no door accepts back)
+    batch = engine.transform(square_path, "x", seed=4294967295, batch_size=2, steps=4, strength=0.5)
+    assert batch.seeds == [4294967295, 0]
+    assert [parse_infotext(t)[2]["Seed"] for t in batch.infotexts] == ["4294967295", "0"]
+    single = engine.transform(square_path, "x", seed=0, steps=4, strength=0.5)
+    assert np.abs(np.asarray(single.image, float) - np.asarray(batch.images[1], float)).max() <= 1
+
+
+def test_saving_keeps_the_image_when_the_infotext_is_too_long_for_jpeg(engine, square_path, tmp_path):
+    # Prompts of 2 x 10,000 characters outside the Basic Multilingual Plane make a 40,000-unit infotext, over
+    # the 64 KB a JPEG EXIF segment holds. (Set on the result: encoding such prompts on the tiny model is slow.)
+    from img2img.images import read_infotext
+    from img2img.infotext import format_infotext
+
+    result = engine.transform(square_path, "x", seed=4, steps=2, strength=0.5)
+    params = parse_infotext(result.infotexts[0])[2]
+    prompt, negative = "\N{SUNFLOWER}" * 10_000, "\N{FOG}" * 10_000
+    result.infotexts = [format_infotext(prompt, negative, params)]
+    [path] = result.save(tmp_path / "long.jpg")
+    assert Image.open(path).format == "JPEG" and Image.open(path).size == result.image.size
+    assert any("the infotext is too long for JPEG metadata" in n for n in result.notices)
+    stored_prompt, stored_negative, stored_params = parse_infotext(read_infotext(path))
+    assert stored_params == params  # every parameter, whole
+    assert stored_prompt.endswith("\N{HORIZONTAL ELLIPSIS}") and prompt.startswith(stored_prompt[:-1])
+    assert stored_negative.endswith("\N{HORIZONTAL ELLIPSIS}") and negative.startswith(stored_negative[:-1])

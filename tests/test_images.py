@@ -245,3 +245,113 @@ def test_restore_size_refuses_a_crop_that_cut_the_input():
     plan = plan_resize((96, 64), (64, 64), "crop")
     with pytest.raises(ValueError, match="cut"):
         restore_size(Image.new("RGB", (64, 64)), plan)
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A 1x1 grayscale PNG whose header claims width x height pixels (only the header is valid)."""
+    import zlib
+
+    data = bytearray(png_bytes(Image.new("L", (1, 1))))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_our_pixel_limit_replaces_pillows():
+    # 200 MP is over Pillow's own decompression-bomb limit (2 x 89.5 MP) but under the limit asked for:
+    # it is not refused for its size (here it then fails as the truncated file it is).
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(_png_header_claiming(20_000, 10_000), max_pixels=300_000_000)
+    # and over our limit the message names ours, not Pillow's
+    with pytest.raises(ImageError, match="20000x10000 is 200,000,000 pixels, over the limit of 150,000,000"):
+        load_image(_png_header_claiming(20_000, 10_000), max_pixels=150_000_000)
+
+
+def test_no_pillow_warning_under_our_limit():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns from 89.5 MP on; 95 MP is under our default 100 MP
+        with pytest.raises(ImageError, match="corrupt or truncated"):
+            load_image(_png_header_claiming(9_500, 10_000))
+    from PIL import Image as PILImage
+
+    assert PILImage.MAX_IMAGE_PIXELS == int(1024 * 1024 * 1024 // 4 // 3)  # Pillow's own setting is left as it was
+
+
+def test_long_infotext_is_shortened_to_fit_jpeg_exif():
+    params = "Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 64x64"
+    text = f"{'castle, ' * 6000}\nNegative prompt: {'blurry, ' * 2000}\n{params}"
+    notices: list[str] = []
+    data = encode_image(Image.new("RGB", (16, 16)), "JPEG", text, notices=notices)
+    stored = read_infotext(data)
+    assert stored.endswith(params) and stored.startswith("castle, castle")
+    assert "\nNegative prompt: blurry" in stored and len(stored) < len(text)
+    assert notices and "too long for JPEG metadata" in notices[0] and "PNG" in notices[0]
+    # PNG and WebP carry it whole
+    for fmt in ("PNG", "WEBP"):
+        notices = []
+        assert read_infotext(encode_image(Image.new("RGB", (16, 16)), fmt, text, notices=notices)) == text
+        assert notices == []
+
+
+def test_display_p3_input_is_converted_to_srgb():
+    from img2img.testing import display_p3_profile
+
+    p3 = display_p3_profile()
+    colour = (200, 60, 40)
+    source = Image.new("RGB", (8, 8), colour)
+    loaded = load_image(png_bytes(source, icc_profile=p3))
+    # What Display P3 (200, 60, 40) is in sRGB, computed from the two colour spaces' published primaries.
+    expected = _p3_to_srgb(colour)
+    assert max(abs(a - b) for a, b in zip(loaded.image.getpixel((3, 3)), expected)) <= 2
+    assert max(abs(a - b) for a, b in zip(expected, colour)) > 10  # a real shift, not rounding
+    assert loaded.notices == ["<bytes>: converted from its colour profile (Display P3) to sRGB"]
+
+
+def test_srgb_tagged_and_untagged_inputs_are_left_alone():
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = Image.new("RGB", (8, 8), (200, 60, 40))
+    assert load_image(png_bytes(source, icc_profile=srgb)).image.getpixel((1, 1)) == (200, 60, 40)
+    assert load_image(png_bytes(source, icc_profile=srgb)).notices == []
+    assert load_image(png_bytes(source)).image.getpixel((1, 1)) == (200, 60, 40)
+
+
+def test_p3_with_transparency_is_converted_before_compositing():
+    from img2img.testing import display_p3_profile
+
+    rgba = Image.new("RGBA", (8, 8), (200, 60, 40, 255))
+    rgba.putpixel((0, 0), (0, 0, 0, 0))
+    loaded = load_image(png_bytes(rgba, icc_profile=display_p3_profile()), background="white")
+    assert loaded.image.getpixel((0, 0)) == (255, 255, 255)  # the background colour is sRGB already
+    assert max(abs(a - b) for a, b in zip(loaded.image.getpixel((3, 3)), _p3_to_srgb((200, 60, 40)))) <= 2
+
+
+def test_unreadable_colour_profile_is_reported_not_fatal():
+    source = Image.new("RGB", (8, 8), (200, 60, 40))
+    loaded = load_image(png_bytes(source, icc_profile=b"definitely not an ICC profile"))
+    assert loaded.image.getpixel((1, 1)) == (200, 60, 40)
+    assert loaded.notices == ["<bytes>: its colour profile cannot be read; the pixels are taken as sRGB"]
+
+
+def _p3_to_srgb(rgb):
+    """Reference conversion: both spaces share the sRGB transfer curve and D65 white; only primaries differ."""
+    def linear(c):
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    def encoded(c):
+        c = min(max(c, 0.0), 1.0)
+        return 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+
+    def to_xyz(primaries):  # RGB -> XYZ matrix from xy chromaticities and the D65 white point
+        m = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T
+        white = np.array([0.95047, 1.0, 1.08883])
+        return m * np.linalg.solve(m, white)
+
+    p3 = to_xyz([(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)])
+    srgb = to_xyz([(0.640, 0.330), (0.300, 0.600), (0.150, 0.060)])
+    out = np.linalg.solve(srgb, p3 @ np.array([linear(c) for c in rgb]))
+    return tuple(round(encoded(c) * 255) for c in out)

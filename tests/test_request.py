@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from img2img import InvalidRequest, Request
@@ -77,3 +78,19 @@ def test_a1111_resize_modes_normalize(mode, expected):
 def test_seed_minus_one_means_random():
     assert Request(prompt="", seed=-1).normalized().seed is None
     assert Request(prompt="", seed=7).normalized().seed == 7
+
+
+def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
+    request = Request(prompt="x", seed=np.int64(5), strength=np.float32(0.3), steps=np.int32(10),
+                      cfg_scale=np.float64(7.5), batch_size=np.uint8(2), width=np.int64(64), height=np.int16(48),
+                      keep_size=np.bool_(True), resize_mode=np.int64(2)).normalized().validate()
+    assert (request.seed, request.strength, request.steps, request.cfg_scale) == (5, 0.3, 10, 7.5)
+    assert (request.batch_size, request.width, request.height, request.keep_size) == (2, 64, 48, True)
+    assert request.resize_mode == "fill"
+    inpainting = Request(prompt="x", inpaint_fill=np.int64(1), noise_multiplier=np.float32(1.5),
+                         inpaint_padding=np.int32(8)).normalized().validate()
+    assert (inpainting.inpaint_fill, inpainting.noise_multiplier, inpainting.inpaint_padding) == ("original", 1.5, 8)
+    assert [type(v) for v in (request.seed, request.strength, request.cfg_scale, request.keep_size)] == \
+        [int, float, float, bool]
+    with pytest.raises(InvalidRequest, match="steps must be a whole number"):
+        Request(prompt="x", steps=np.float32(2.5)).normalized().validate()

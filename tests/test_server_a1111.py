@@ -114,6 +114,17 @@ def test_batch_size_two_gives_consecutive_seeds_and_n_iter_continues(server, pic
     assert iterations["images"][2:] == second["images"]
 
 
+def test_seeds_wrap_past_the_largest_seed_across_batches_and_iterations(server, picture):
+    # As in the engine and the CLI: 4294967295, then 0, 1, ... (not refused, and every seed valid input again)
+    response = post(server, {"prompt": "x", "seed": 4294967295, "n_iter": 2, "batch_size": 2,
+                             "init_images": [b64(picture)], **FAST})
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["info"])["all_seeds"] == [4294967295, 0, 1, 2]
+    # the second iteration is the batch that starts at seed 1
+    second = post(server, {"prompt": "x", "seed": 1, "batch_size": 2, "init_images": [b64(picture)], **FAST})
+    assert response.json()["images"][2:] == second.json()["images"]
+
+
 def test_png_info_round_trip_and_infotext_fills_unset_fields(api, server, picture):
     result = api.img2img(images=[picture], prompt="red boat", negative_prompt="blur", seed=77, steps=5,
                          cfg_scale=4.0, sampler_name="Euler", scheduler="Karras", width=64, height=64)

@@ -122,6 +122,9 @@ def run(
         raise InvalidRequest("--output names one file; with several inputs use --output-dir")
     if output is not None and output_dir is not None:
         raise InvalidRequest("use either --output or --output-dir, not both")
+    from .images import resolve_format
+
+    resolve_format(fmt, output)  # a bad or disagreeing --format fails now, not after the generation
     request = Request(**fields)
     engine = Engine(model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
                     allow_unsafe_checkpoint=allow_unsafe_checkpoint, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,

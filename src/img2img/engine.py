@@ -56,7 +56,8 @@ class Engine:
         self.embeddings_dir = networks.embeddings_dir(embeddings_dir)
         self.styles_file = styles.styles_file(styles_file)
         self._cache = cache
-        self._cancel = threading.Event()
+        self._interrupts = 0  # interrupt() calls so far; a run stops when the count moves past what it saw
+        self._interrupts_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Engine(model={self.source.name!r}, device={self.device!r}, dtype={self.dtype!r})"
@@ -69,8 +70,14 @@ class Engine:
                                    config=self.config, acceleration=self.acceleration)
 
     def interrupt(self) -> None:
-        """Stop the running generation at its next step; it raises Interrupted."""
-        self._cancel.set()
+        """Stop the running generation as soon as it can, wherever it is (reading its input, waiting for another
+        run, loading, denoising); it raises Interrupted. Runs that start later are not affected."""
+        with self._interrupts_lock:
+            self._interrupts += 1
+
+    def _stop_if_interrupted(self, seen: int) -> None:
+        if self._interrupts != seen:
+            raise Interrupted("generation interrupted")
 
     def prepare(self, request: Request, mode: str = "img2img") -> Request:
         """Fill the model's defaults and validate; no model is loaded, so bad requests fail fast."""
@@ -128,6 +135,7 @@ class Engine:
         import torch
 
         started = time.perf_counter()
+        interrupts = self._interrupts  # an interrupt() from here on stops this run
         mode = choose_mode(request, image)
         # 1. validate, with the model's defaults filled in (before any model loads)
         request = self.prepare(request, mode)
@@ -146,10 +154,11 @@ class Engine:
                 _check_keep_size(request, loaded.original_size)
         notices = [notice for loaded in loaded_images for notice in loaded.notices]
         with GPU_LOCK:
-            self._cancel.clear()
+            self._stop_if_interrupted(interrupts)  # while the input was read or another run had the lock
             # 3. load the model (cached); masks and inpainting models use its inpainting pipeline
             model = self.load()
             notices += model.notices
+            self._stop_if_interrupted(interrupts)
             if mode == "img2img" and (repaint is not None or model.is_inpainting):
                 mode = "inpaint"
             latent_resize = loaded_image is not None and request.resize_mode == "latent" and repaint is None
@@ -214,7 +223,7 @@ class Engine:
                 with sized_for(pipe, width, height, request.batch_size) as size_notices, \
                         _circular_padding(pipe, request.tiling):  # tiles for big outputs; seamless images
                     output = self._denoise(pipe, request, {**inputs, **sampling.call_kwargs}, generators,
-                                           conditioning, on_step)
+                                           conditioning, on_step, interrupts)
             notices += size_notices
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
@@ -262,7 +271,7 @@ class Engine:
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
                       seconds=time.perf_counter() - started, subseeds=subseeds)
 
-    def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step):
+    def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step, interrupts: int):
         """Run the pipeline; the step-end callback reports progress, switches scheduled prompts, stops."""
         last: dict[str, Any] = {}
 
@@ -273,8 +282,7 @@ class Engine:
                                                          pipeline.do_classifier_free_guidance))
             if on_step is not None:
                 on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
-            if self._cancel.is_set():
-                raise Interrupted("generation interrupted")
+            self._stop_if_interrupted(interrupts)
             return tensors
 
         output = pipe(

@@ -7,18 +7,24 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ImageError, OutputError
 from .geometry import ResizePlan, restore_box
+from .icc import to_srgb
+from .infotext import shorten_infotext
 
 DEFAULT_MAX_PIXELS = 100_000_000  # a 100-megapixel photo loads; a decompression bomb does not
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
+JPEG_MAX_MARKER_BYTES = 65533  # a JPEG APP1 segment (where EXIF lives) holds at most 64 KB
 
 
 @dataclass
@@ -56,17 +62,38 @@ def _open(source: Any):
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
     try:
-        return Image.open(io.BytesIO(data)), name
+        with pillow_pixel_limit_lifted():
+            return Image.open(io.BytesIO(data)), name
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a known format with a broken header
         raise ImageError(f"{name}: not an image, or a corrupt one ({exc})") from None
 
 
-def _to_rgb(img, background: str):
-    """RGB with alpha composited on `background`; 16-bit and float modes scaled, not clipped."""
+_PILLOW_LIMIT_LOCK = threading.RLock()
+
+
+@contextmanager
+def pillow_pixel_limit_lifted() -> Iterator[None]:
+    """Pillow's own decompression-bomb limit (89.5 MP: a warning; 179 MP: an error) lifted while we read.
+
+    The caller's max_pixels is the limit, checked on the header before any pixel is decoded; Pillow's
+    would refuse what the caller allowed, or warn about it. Pillow's limit is a process-wide setting, so
+    it is changed under a lock and restored at once.
+    """
+    from PIL import Image
+
+    with _PILLOW_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_rgb(img, background: str, icc: bytes | None = None, name: str = "<image>"):
+    """(RGB image, notices): colours converted to sRGB when a profile says otherwise, alpha composited on
+    `background`, 16-bit and float modes scaled, not clipped."""
     import numpy as np
     from PIL import Image
 
@@ -79,13 +106,17 @@ def _to_rgb(img, background: str):
         img = Image.fromarray(arr, "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "L" and "transparency" in img.info):
+    if img.mode in ("La", "PA", "RGBa"):
+        img = img.convert("RGBA")
+    img, notice = to_srgb(img, icc, name)  # before compositing: the background colour is sRGB already
+    notices = [notice] if notice else []
+    if img.mode == "LA" or (img.mode == "L" and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, background)
         canvas.paste(img, mask=img.getchannel("A"))
-        return canvas
-    return img.convert("RGB") if img.mode != "RGB" else img
+        return canvas, notices
+    return (img.convert("RGB") if img.mode != "RGB" else img), notices
 
 
 def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, background: str = "white") -> LoadedImage:
@@ -107,12 +138,15 @@ def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, background:
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,}"
         )
     try:
-        if getattr(img, "n_frames", 1) > 1:
-            notices.append(f"{name} has {img.n_frames} frames; using the first")
-            img.seek(0)
-        img.load()
+        with pillow_pixel_limit_lifted():  # checked above; decoding a GIF's frames checks again
+            if getattr(img, "n_frames", 1) > 1:
+                notices.append(f"{name} has {img.n_frames} frames; using the first")
+                img.seek(0)
+            img.load()
+        icc = img.info.get("icc_profile")
         img = ImageOps.exif_transpose(img) or img
-        rgb = _to_rgb(img, background)
+        rgb, colour_notices = _to_rgb(img, background, icc, name)
+        notices += colour_notices
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ImageError(f"{name}: the image data is corrupt or truncated ({exc})") from None
     digest = hashlib.sha256(rgb.tobytes()).hexdigest()
@@ -176,25 +210,34 @@ def restore_size(image, plan: ResizePlan):
 
 
 def resolve_format(fmt: str | None, path: str | os.PathLike | None = None) -> str:
-    """PIL format name from an explicit format or the output file's extension (default PNG)."""
+    """PIL format name from an explicit format and/or the output file's extension (default PNG).
+
+    Both given: they must agree (a .png file with JPEG bytes in it fools every viewer).
+    """
+    named = None
     if fmt:
         try:
-            return FORMATS[fmt.lower()]
+            named = FORMATS[fmt.lower()]
         except KeyError:
             raise OutputError(f"unknown output format {fmt!r}; expected png, jpeg or webp") from None
-    if path is not None:
-        suffix = Path(path).suffix.lower().lstrip(".")
-        if suffix in FORMATS:
-            return FORMATS[suffix]
-        if suffix:
-            raise OutputError(f"{path}: unknown image extension .{suffix}; use .png, .jpg or .webp")
-    return "PNG"
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
+    if suffix and suffix not in FORMATS:
+        raise OutputError(f"{path}: unknown image extension .{suffix}; use .png, .jpg or .webp")
+    if suffix and named and FORMATS[suffix] != named:
+        raise OutputError(f"{path}: the file name says .{suffix} but the format is {fmt}; make them agree "
+                          "(or give only one of them)")
+    return named or (FORMATS[suffix] if suffix else "PNG")
 
 
-def encode_image(image, fmt: str = "PNG", infotext: str | None = None, quality: int | None = None) -> bytes:
+def encode_image(image, fmt: str = "PNG", infotext: str | None = None, quality: int | None = None,
+                 notices: list[str] | None = None) -> bytes:
     """Encode with the infotext: PNG text chunk 'parameters', or EXIF UserComment for JPEG/WebP (quality
-    1-100, default 95)."""
-    from PIL import Image, PngImagePlugin
+    1-100, default 95).
+
+    JPEG's EXIF holds about 32,000 characters: a longer infotext is stored shortened (the prompts cut, the
+    parameters line whole), and a notice is appended to `notices`. The image is never lost to its metadata.
+    """
+    from PIL import PngImagePlugin
 
     buffer = io.BytesIO()
     if fmt == "PNG":
@@ -202,13 +245,27 @@ def encode_image(image, fmt: str = "PNG", infotext: str | None = None, quality: 
         if infotext:
             info.add_text("parameters", infotext)
         image.save(buffer, "PNG", pnginfo=info)
-    else:
-        exif = Image.Exif()
-        if infotext:
-            # The EXIF "UNICODE" character code, UTF-16 big-endian: what A1111 writes and reads.
-            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + infotext.encode("utf-16-be")
-        image.save(buffer, fmt, quality=quality or 95, exif=exif.tobytes())
+        return buffer.getvalue()
+    if infotext and fmt == "JPEG":
+        room = (JPEG_MAX_MARKER_BYTES - len(_exif_bytes(""))) // 2  # UTF-16: two bytes per unit
+        shortened = shorten_infotext(infotext, room)
+        if shortened != infotext and notices is not None:
+            notices.append(f"the infotext is too long for JPEG metadata ({len(infotext):,} characters; JPEG holds "
+                           f"about {room:,}): the file stores the prompts shortened (ending in …) and every "
+                           "parameter; save as PNG or WebP to keep all of it")
+        infotext = shortened
+    image.save(buffer, fmt, quality=quality or 95, exif=_exif_bytes(infotext or None))
     return buffer.getvalue()
+
+
+def _exif_bytes(infotext: str | None) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    if infotext is not None:
+        # The EXIF "UNICODE" character code, UTF-16 big-endian: what A1111 writes and reads.
+        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + infotext.encode("utf-16-be")
+    return exif.tobytes()
 
 
 def write_atomically(data: bytes, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -262,9 +319,10 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def save_image(image, path, *, fmt: str | None = None, infotext: str | None = None,
-               overwrite: bool = False) -> Path:
-    return write_atomically(encode_image(image, resolve_format(fmt, path), infotext), path, overwrite=overwrite)
+def save_image(image, path, *, fmt: str | None = None, infotext: str | None = None, overwrite: bool = False,
+               notices: list[str] | None = None) -> Path:
+    data = encode_image(image, resolve_format(fmt, path), infotext, notices)
+    return write_atomically(data, path, overwrite=overwrite)
 
 
 def read_infotext(source: Any) -> str | None:

@@ -37,6 +37,44 @@ def format_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
     return "\n".join(lines)
 
 
+def shorten_infotext(text: str, max_units: int) -> str:
+    """The infotext cut to at most `max_units` UTF-16 code units (what EXIF stores), keeping its structure:
+    the prompt and the negative prompt share the room (each cut ends in "…"), the parameters line stays whole."""
+    if _units(text) <= max_units:
+        return text
+    head, newline, params = text.rpartition("\n")
+    if not newline:
+        return _cut(text, max_units)
+    prompt, marker, negative = head.partition(_NEGATIVE_LINE)
+    room = max_units - _units(params) - _units(newline) - _units(marker)
+    if room < 2:
+        return _cut(params, max_units)
+    prompt_room = room - min(_units(negative), room // 2)
+    negative_room = room - min(_units(prompt), prompt_room)
+    return _cut(prompt, prompt_room) + marker + _cut(negative, negative_room) + newline + params
+
+
+_NEGATIVE_LINE = "\nNegative prompt: "
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-be")) // 2
+
+
+def _cut(text: str, max_units: int) -> str:
+    """At most max_units UTF-16 units, ending in "…" when something was cut (never half a character)."""
+    if _units(text) <= max_units:
+        return text
+    kept, used = [], 1  # the ellipsis
+    for char in text:
+        size = 2 if ord(char) > 0xFFFF else 1
+        if used + size > max_units:
+            break
+        kept.append(char)
+        used += size
+    return "".join(kept) + "…"
+
+
 def _is_word(char: str) -> bool:
     return char.isalnum() or char == "_"
 

@@ -46,7 +46,10 @@ def output_paths(stem: str, seeds: list[int], *, path=None, output_dir=None, fmt
 def save_result(result, paths: list[Path], *, fmt: str | None = None, overwrite: bool = False) -> list[Path]:
     if len(paths) != len(result.images):
         raise OutputError(f"{len(result.images)} images but {len(paths)} output paths")
-    return [
-        save_image(image, path, fmt=fmt, infotext=text, overwrite=overwrite)
+    notices: list[str] = []  # metadata that did not fit: said once, after the images are safe
+    saved = [
+        save_image(image, path, fmt=fmt, infotext=text, overwrite=overwrite, notices=notices)
         for image, text, path in zip(result.images, result.infotexts, paths)
     ]
+    result.notices.extend(dict.fromkeys(notices))
+    return saved

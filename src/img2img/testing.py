@@ -288,3 +288,52 @@ def build_embedding(model_folder: str | Path, path: str | Path, *, vectors: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def display_p3_profile(description: str = "Display P3") -> bytes:
+    """An ICC (v2) display profile for Display P3: its primaries, the D65 white and the sRGB tone curve.
+
+    Built from the published colour-space definition, as any matrix/curve display profile is, so tests can
+    tag images the way phones do without shipping a profile file.
+    """
+    import struct
+
+    import numpy as np
+
+    def rgb_to_xyz(primaries, white):
+        m = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T
+        return m * np.linalg.solve(m, white)
+
+    d65, d50 = np.array([0.95047, 1.0, 1.08883]), np.array([0.96422, 1.0, 0.82521])
+    bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+    adapt = np.linalg.inv(bradford) @ np.diag((bradford @ d50) / (bradford @ d65)) @ bradford
+    colorants = adapt @ rgb_to_xyz([(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)], d65)  # ICC's D50 frame
+
+    def fixed(*values):  # s15Fixed16Number
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    def xyz(values):
+        return b"XYZ \0\0\0\0" + fixed(*values)
+
+    ascii_text = description.encode("ascii") + b"\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(ascii_text)) + ascii_text + bytes(4 + 4 + 2 + 1 + 67)),
+        (b"cprt", b"text\0\0\0\0" + b"No copyright, use freely\0"),
+        (b"wtpt", xyz(d50)),
+        (b"rXYZ", xyz(colorants[:, 0])), (b"gXYZ", xyz(colorants[:, 1])), (b"bXYZ", xyz(colorants[:, 2])),
+        # parametric curve type 3: the sRGB transfer function
+        (b"rTRC", b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + fixed(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92,
+                                                                     0.04045)),
+    ]
+    tags += [(b"gTRC", tags[-1][1]), (b"bTRC", tags[-1][1])]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = [], b""
+    for signature, body in tags:
+        table.append(signature + struct.pack(">II", offset + len(data), len(body)))
+        data += body + bytes(-len(body) % 4)
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8)
+              + struct.pack(">I", 0) + fixed(*d50) + bytes(4 + 16 + 28))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + b"".join(table) + data

@@ -196,7 +196,8 @@ def process_task(engine, task: dict, options: BatchOptions) -> dict:
         for image, infotext, name in zip(result.images, result.infotexts, task["outputs"]):
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(encode_image(image, options.fmt, infotext), path, overwrite=task["overwrite"])
+            write_atomically(encode_image(image, options.fmt, infotext, result.notices), path,
+                             overwrite=task["overwrite"])
     except (Interrupted, KeyboardInterrupt):
         raise
     except Img2ImgError as exc:

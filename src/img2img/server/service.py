@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import ImageError, Interrupted, InvalidRequest, ModelNotAvailable
+from ..noise import batch_seeds
 from ..request import MAX_BATCH, MAX_SEED, Request, Result
 from .config import ServerConfig
 from .jobs import Job, JobQueue
@@ -239,11 +240,11 @@ class Service:
         """Refuse undecodable or over-limit images before they take a place in the queue."""
         from PIL import Image
 
-        from ..images import load_image
+        from ..images import load_image, pillow_pixel_limit_lifted
 
         limit = self.config.max_pixels
         try:
-            with Image.open(io.BytesIO(data)) as probe:
+            with pillow_pixel_limit_lifted(), Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
         except Exception:
             width = height = 0  # load_image below names the problem
@@ -264,15 +265,10 @@ class Service:
             raise InvalidRequest(f"batch_size x n_iter = {request.batch_size} x {parts} images; at most {MAX_BATCH} "
                                  "per request", "n_iter")
         total = request.batch_size * parts
-        first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - total)
+        first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         if request.subseed_strength > 0:  # variations: one seed, subseeds counting up (A1111)
-            subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED - total)
-            if subseed + total - 1 > MAX_SEED:
-                raise InvalidRequest(f"subseed {subseed} + {total} images runs past the largest seed {MAX_SEED}",
-                                     "subseed")
+            subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
             return request.replace(seed=first, subseed=subseed), total
-        if first + total - 1 > MAX_SEED:
-            raise InvalidRequest(f"seed {first} + {total} images runs past the largest seed {MAX_SEED}", "seed")
         return request.replace(seed=first), total
 
     # ---------------------------------------------------------------- work in the worker thread
@@ -304,7 +300,9 @@ class Service:
         engine.run, with `mask` if given)."""
         run = run or functools.partial(_run_batch, mask=mask)
         variation = request.subseed_strength > 0
-        seeds = [request.seed + (0 if variation else i) for i in range(request.batch_size * parts)]
+        # Seeds count up across the parts as within a batch, wrapping past the largest seed as the engine does.
+        seeds, subseeds = batch_seeds(request.seed, request.batch_size * parts, request.subseed,
+                                      request.subseed_strength)
         outcome = Outcome(results=[], seeds=seeds)
         if not slot.loaded:
             slot.load()
@@ -313,9 +311,9 @@ class Service:
                 break
             job.start_part(part, parts)
             if variation:
-                part_request = request.replace(subseed=request.subseed + part * request.batch_size)
+                part_request = request.replace(subseed=subseeds[part * request.batch_size])
             else:
-                part_request = request.replace(seed=request.seed + part * request.batch_size)
+                part_request = request.replace(seed=seeds[part * request.batch_size])
             try:
                 outcome.results.append(run(slot.engine, part_request, image, job.on_step))
             except Interrupted:
