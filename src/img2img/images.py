@@ -321,7 +321,7 @@ _UMASK = _read_umask()
 
 def save_image(image, path, *, fmt: str | None = None, infotext: str | None = None, overwrite: bool = False,
                notices: list[str] | None = None) -> Path:
-    data = encode_image(image, resolve_format(fmt, path), infotext, notices)
+    data = encode_image(image, resolve_format(fmt, path), infotext, notices=notices)
     return write_atomically(data, path, overwrite=overwrite)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import Img2ImgError, Interrupted, InvalidRequest
 from ..inpaint import check_repaint_options
+from ..noise import batch_seeds
 from ..request import MAX_SEED, Request
 from .items import Item, output_names
 from .log import LogState
@@ -146,7 +147,8 @@ def plan_batch(items: list[Item], requests: list[Request], state: LogState, opti
             continue
         existing = [p for p in paths if p.exists()]
         if existing:
-            ours = all(_written_by(p, seed + paths.index(p), request) for p in existing)
+            seeds = batch_seeds(seed, request.batch_size, request.subseed, request.subseed_strength)[0]
+            ours = all(_written_by(p, seeds[paths.index(p)], request) for p in existing)
             if ours and len(existing) == len(paths):
                 # Written by a run killed before it logged the item: keep the file, log it once.
                 plan.records.append(record(task, "done", None, 0.0, recovered=True))
@@ -196,7 +198,7 @@ def process_task(engine, task: dict, options: BatchOptions) -> dict:
         for image, infotext, name in zip(result.images, result.infotexts, task["outputs"]):
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(encode_image(image, options.fmt, infotext, result.notices), path,
+            write_atomically(encode_image(image, options.fmt, infotext, notices=result.notices), path,
                              overwrite=task["overwrite"])
     except (Interrupted, KeyboardInterrupt):
         raise
