@@ -208,3 +208,25 @@ def test_help_names_the_batch_size_meaning():
     result = CliRunner().invoke(app, ["batch", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "not images per input" in result.output and "--images-per-input" in result.output
+
+
+def test_resume_recognises_outputs_whose_seeds_wrapped(tmp_path):
+    # Two images per input from the largest seed: the second one's seed is 0, as the engine counts a batch.
+    # A run killed before logging the item left both files; the next run must take them as its own.
+    from img2img.batch.items import Item
+    from img2img.batch.job import BatchOptions, plan_batch
+    from img2img.batch.log import LogState
+    from img2img.images import save_image
+    from img2img.infotext import format_infotext
+    from img2img.request import MAX_SEED, Request
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, seed in (("a-1.png", MAX_SEED), ("a-2.png", 0)):
+        text = format_infotext("x", "", {"Steps": 4, "Seed": seed, "Denoising strength": 0.5})
+        save_image(Image.new("RGB", (8, 8)), out / name, infotext=text)
+    request = Request(prompt="x", strength=0.5, steps=4, batch_size=2)
+    plan = plan_batch([Item("a", str(tmp_path / "a.png"), seed=MAX_SEED)], [request], LogState(),
+                      BatchOptions(str(out)), base_seed=1, model="m")
+    assert plan.tasks == []
+    assert [(r["status"], r.get("recovered")) for r in plan.records] == [("done", True)]

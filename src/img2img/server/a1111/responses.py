@@ -12,15 +12,16 @@ from .payloads import GenerationPayload, Img2ImgPayload
 from .translate import Translated
 
 
-def encode(outcome, translated: Translated) -> list[str]:
-    """The images in the server's samples_format, with their infotext unless enable_pnginfo is off."""
+def encode(outcome, translated: Translated, notices: list[str] | None = None) -> list[str]:
+    """The images in the server's samples_format, with their infotext unless enable_pnginfo is off (an infotext
+    too long for JPEG metadata is shortened, said in `notices`)."""
     from ...images import encode_image
 
     settings = translated.settings
     keep_text = bool(settings["enable_pnginfo"])
     quality = int(settings["jpeg_quality"]) if translated.image_format != "PNG" else None
     return [base64.b64encode(encode_image(image, translated.image_format, text if keep_text else None,
-                                          quality=quality)).decode("ascii")
+                                          quality=quality, notices=notices)).decode("ascii")
             for image, text in zip(outcome.images, outcome.infotexts)]
 
 
@@ -43,7 +44,8 @@ def parameters(payload: GenerationPayload, translated: Translated, used) -> dict
 def response(payload: GenerationPayload, translated: Translated, prepared, outcome, slot) -> dict:
     from ...schedulers import recorded_schedule
 
-    images = encode(outcome, translated) if payload.send_images else []
+    saving_notices: list[str] = []
+    images = encode(outcome, translated, saving_notices) if payload.send_images else []
     first = outcome.results[0] if outcome.results else None
     seeds = outcome.done_seeds
     count = len(seeds)
@@ -94,6 +96,6 @@ def response(payload: GenerationPayload, translated: Translated, prepared, outco
         "effective_steps": first.effective_steps if first else prepared.effective_steps,
         "interrupted": outcome.interrupted,
         "notices": list(dict.fromkeys(translated.notices + outcome.notices +
-                                      [n for r in outcome.results for n in r.notices])),
+                                      [n for r in outcome.results for n in r.notices] + saving_notices)),
     }
     return {"images": images, "parameters": parameters(payload, translated, prepared), "info": json.dumps(info)}
