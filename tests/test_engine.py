@@ -341,3 +341,10 @@ def test_saving_keeps_the_image_when_the_infotext_is_too_long_for_jpeg(engine, s
     assert stored_params == params  # every parameter, whole
     assert stored_prompt.endswith("\N{HORIZONTAL ELLIPSIS}") and prompt.startswith(stored_prompt[:-1])
     assert stored_negative.endswith("\N{HORIZONTAL ELLIPSIS}") and negative.startswith(stored_negative[:-1])
+
+
+def test_keep_size_with_latent_resize_maps_back_onto_the_input(engine, photo_path):
+    # latent resizes the encoded input (a stretch): keep_size stretches the result back over the whole input
+    result = engine.transform(photo_path, "x", seed=1, steps=2, strength=0.5, width=64, height=64,
+                              resize_mode="latent", keep_size=True)
+    assert result.image.size == (96, 64) and result.width == result.height == 64
