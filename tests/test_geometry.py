@@ -1,6 +1,6 @@
 import pytest
 
-from img2img.geometry import native_area_size, plan_resize, snap, target_size
+from img2img.geometry import ResizePlan, native_area_size, plan_resize, snap, target_size
 
 
 @pytest.mark.parametrize("value, expected", [(0, 8), (3, 8), (12, 16), (511, 512), (516, 520), (515, 512)])
@@ -74,4 +74,29 @@ def test_plan_stretch_uses_whole_image():
 
 def test_unknown_mode():
     with pytest.raises(ValueError, match="unknown resize mode"):
+        plan_resize((1, 1), (8, 8), "zoom")
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("stretch", ResizePlan((101, 50), (64, 64), (0, 0, 101, 50), (64, 64), (0, 0))),
+    ("crop", ResizePlan((101, 50), (64, 64), (25, 0, 75, 50), (64, 64), (0, 0))),  # odd margin: whole pixels
+    ("fill", ResizePlan((101, 50), (64, 64), (0, 0, 101, 50), (64, 32), (0, 16))),
+])
+def test_whole_plans(mode, expected):
+    plan = plan_resize((101, 50), (64, 64), mode)
+    assert plan == expected and all(isinstance(v, int) for part in (plan.crop, plan.offset) for v in part)
+
+
+def test_crop_of_an_odd_tall_margin_is_whole_pixels():
+    assert plan_resize((50, 101), (64, 64), "crop").crop == (0, 25, 50, 75)
+
+
+@pytest.mark.parametrize("source, scaled, offset", [((1000, 1), (64, 1), (0, 31)), ((1, 1000), (1, 64), (31, 0))])
+def test_fill_keeps_at_least_one_pixel(source, scaled, offset):
+    plan = plan_resize(source, (64, 64), "fill")
+    assert (plan.scaled, plan.offset, plan.needs_fill) == (scaled, offset, True)
+
+
+def test_unknown_mode_lists_the_modes():
+    with pytest.raises(ValueError, match="^unknown resize mode 'zoom'; expected one of stretch, crop, fill$"):
         plan_resize((1, 1), (8, 8), "zoom")
