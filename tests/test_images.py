@@ -1,5 +1,6 @@
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -355,3 +356,308 @@ def _p3_to_srgb(rgb):
     srgb = to_xyz([(0.640, 0.330), (0.300, 0.600), (0.150, 0.060)])
     out = np.linalg.solve(srgb, p3 @ np.array([linear(c) for c in rgb]))
     return tuple(round(encoded(c) * 255) for c in out)
+def test_array_shapes_and_dtypes():
+    grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
+    for array in (grey, grey[:, :, None]):  # HxW and HxWx1
+        loaded = load_image(array)
+        assert loaded.image.mode == "RGB" and loaded.image.getpixel((1, 0)) == (128, 128, 128)
+    sixteen = load_image(np.array([[0, 65535, 32896]], dtype=np.uint16)).image
+    assert [sixteen.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (255, 255, 255), (128, 128, 128)]
+    floats = load_image(np.array([[-0.5, 0.0, 0.5, 0.999, 2.0]], dtype=np.float64)).image
+    assert [floats.getpixel((x, 0))[0] for x in range(5)] == [0, 0, 128, 255, 255]  # rounded, clipped
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)
+    loaded = load_image(rgba, background="#ff0000")
+    assert loaded.image.getpixel((0, 0)) == (10, 20, 30) and loaded.image.getpixel((1, 1)) == (255, 0, 0)
+    shape = r"expected an HxW, HxWx3 or HxWx4 array, got shape "
+    for bad, message in ((np.zeros((2, 2), dtype=np.int32), "unsupported dtype int32; use uint8, uint16 or float"),
+                         (np.zeros((0, 3, 3), dtype=np.uint8), shape + r"\(0, 3, 3\)"),
+                         (np.zeros((2, 2, 2), dtype=np.uint8), shape + r"\(2, 2, 2\)"),
+                         (np.zeros(4, dtype=np.uint8), shape + r"\(4,\)"),
+                         (np.array([[np.inf]]), "contains NaN or infinite values")):
+        with pytest.raises(ImageError, match=f"^<array>: {message}"):
+            load_image(bad)
+
+
+def test_sources_are_named_in_messages(tmp_path):
+    with pytest.raises(ImageError, match="^cannot read an image from a int$"):
+        load_image(42)
+    with pytest.raises(ImageError, match="^<bytearray>: not an image, or a format Pillow cannot read$"):
+        load_image(bytearray(b"nonsense"))
+    with pytest.raises(ImageError, match="^image data is empty"):
+        load_image(memoryview(b""))
+    with pytest.raises(ImageError, match=r"^<image>: 3x2 is 6 pixels, over the limit of 5$"):
+        load_image(Image.new("RGB", (3, 2)), max_pixels=5)
+    assert load_image(Image.new("RGB", (3, 2)), max_pixels=6).original_size == (3, 2)  # the limit itself is fine
+    path = tmp_path / "p.png"
+    path.write_bytes(png_bytes(Image.new("RGB", (3, 2))))
+    with pytest.raises(ImageError, match=f"^{path}: 3x2 is 6 pixels"):
+        load_image(str(path), max_pixels=5)
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I", [[0, 100, 255]], [0, 100, 255]),  # 32-bit integers within 0..255 are 8-bit values
+    ("I", [[0, 65535, 32768]], [0, 255, 128]),  # else 16-bit
+    ("F", [[0.0, 2.0, 4.0]], [0, 128, 255]),  # float: scaled to the brightest value
+    ("F", [[0.0, 0.5, 1.0]], [0, 128, 255]),
+    ("F", [[0.0, 0.25, 0.5]], [0, 64, 128]),  # never brightened past 1.0
+])
+def test_wide_modes_are_scaled(mode, values, expected):
+    image = Image.fromarray(np.array(values, dtype=np.int32 if mode == "I" else np.float32), mode)
+    rgb = load_image(image).image
+    assert [rgb.getpixel((x, 0)) for x in range(3)] == [(v, v, v) for v in expected]
+
+
+def test_grey_with_alpha_and_transparent_grey():
+    la = Image.new("LA", (2, 1), (200, 255))
+    la.putpixel((1, 0), (200, 0))
+    assert [load_image(la, background="black").image.getpixel((x, 0)) for x in range(2)] == [
+        (200, 200, 200), (0, 0, 0)]
+    grey = Image.new("L", (2, 1), 9)
+    grey.putpixel((1, 0), 50)
+    loaded = load_image(png_bytes(grey, transparency=9), background="#0000ff").image
+    assert [loaded.getpixel((x, 0)) for x in range(2)] == [(0, 0, 255), (50, 50, 50)]
+    opaque_palette = Image.new("P", (1, 1), 0)
+    opaque_palette.putpalette([1, 2, 3] + [0] * 765)
+    assert load_image(opaque_palette).image.getpixel((0, 0)) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("fmt, path, expected", [("png", None, "PNG"), ("JPG", "x.png", "JPEG"), ("webp", None, "WEBP"),
+                                                 (None, "a/b.JPEG", "JPEG"), (None, "b.webp", "WEBP"),
+                                                 (None, "noext", "PNG"), (None, None, "PNG"), ("", "x.jpg", "JPEG")])
+def test_resolve_format(fmt, path, expected):
+    from img2img.images import resolve_format
+
+    assert resolve_format(fmt, path) == expected
+
+
+def test_unknown_format_is_named():
+    from img2img.images import resolve_format
+
+    with pytest.raises(OutputError, match="^unknown output format 'tiff'; expected png, jpeg or webp$"):
+        resolve_format("tiff")
+    with pytest.raises(OutputError, match=r"^x\.tif: unknown image extension \.tif; use \.png, \.jpg or \.webp$"):
+        resolve_format(None, "x.tif")
+
+
+def test_jpeg_quality_and_no_infotext():
+    image = Image.effect_noise((32, 32), 60).convert("RGB")
+    default, low = encode_image(image, "JPEG"), encode_image(image, "JPEG", quality=20)
+    assert len(low) < len(default) == len(encode_image(image, "JPEG", quality=95))
+    assert read_infotext(default) is None
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "ünï".encode("utf-16-be"), "ünï"),
+    (b"UNICODE\0" + "abc".encode("utf-16-le"), "abc"),  # some writers use little-endian
+    (b"ASCII\0\0\0" + b"Steps: 1\0\0", "Steps: 1"),
+    (b"\0" * 8 + "é".encode(), "é"),  # undefined character code: UTF-8
+    (b"plain text", "plain text"),
+    ("as a str", "as a str"),
+    (b"ASCII\0\0\0\0\0", None),
+    ("", None),
+])
+def test_user_comment_spellings(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_jpeg_user_comment_written_by_another_tool_is_read():
+    from img2img.images import EXIF_IFD, USER_COMMENT
+
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"ASCII\0\0\0a prompt\nSteps: 3"
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "JPEG", exif=exif.tobytes())
+    assert read_infotext(buffer.getvalue()) == "a prompt\nSteps: 3"
+    assert read_infotext(Image.open(io.BytesIO(png_bytes(Image.new("RGB", (2, 2)))))) is None
+
+
+def test_fill_bands_on_every_side():
+    """Resize and fill stretches the outermost rows (tall target) or columns (wide target) over the bands."""
+    wide = Image.new("RGB", (40, 20), "white")
+    wide.paste(Image.new("RGB", (40, 2), "red"), (0, 0))
+    wide.paste(Image.new("RGB", (40, 2), "blue"), (0, 18))
+    tall_out = apply_plan(wide, plan_resize(wide.size, (40, 40), "fill"))
+    assert tall_out.getpixel((20, 0)) == (255, 0, 0) and tall_out.getpixel((20, 39)) == (0, 0, 255)
+    assert tall_out.getpixel((20, 20)) == (255, 255, 255)
+    tall = Image.new("RGB", (20, 40), "white")
+    tall.paste(Image.new("RGB", (2, 40), "green"), (0, 0))
+    tall.paste(Image.new("RGB", (2, 40), "yellow"), (18, 0))
+    wide_out = apply_plan(tall, plan_resize(tall.size, (40, 40), "fill"))
+    assert wide_out.getpixel((0, 20)) == (0, 128, 0) and wide_out.getpixel((39, 20)) == (255, 255, 0)
+    assert wide_out.getpixel((20, 20)) == (255, 255, 255)
+
+
+def test_plans_that_change_nothing_return_the_same_pixels():
+    image = Image.effect_noise((24, 16), 40).convert("RGB")
+    assert apply_plan(image, plan_resize((24, 16), (24, 16), "crop")).tobytes() == image.tobytes()
+    cropped = apply_plan(image, plan_resize((24, 16), (16, 16), "crop"))
+    assert cropped.tobytes() == image.crop((4, 0, 20, 16)).tobytes()  # the centre, not resampled
+
+
+def test_written_files_are_complete_and_refuse_a_taken_name(tmp_path):
+    target = tmp_path / "a.png"
+    assert write_atomically(b"first", target) == target and target.read_bytes() == b"first"
+    with pytest.raises(OutputError, match=f"^{target}: already exists \\(pass --overwrite to replace it\\)$"):
+        write_atomically(b"second", str(target))
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def noise(size, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def test_resizes_use_lanczos_on_the_cropped_region():
+    image = noise((30, 20))
+    stretched = apply_plan(image, plan_resize((30, 20), (16, 16), "stretch"))
+    assert stretched.tobytes() == image.resize((16, 16), Image.Resampling.LANCZOS).tobytes()
+    cropped = apply_plan(image, plan_resize((30, 20), (16, 16), "crop"))
+    assert cropped.tobytes() == image.crop((5, 0, 25, 20)).resize((16, 16), Image.Resampling.LANCZOS).tobytes()
+
+
+@pytest.mark.parametrize("source, target", [((64, 62), (64, 64)), ((64, 59), (64, 64)), ((62, 64), (64, 64)),
+                                            ((59, 64), (64, 64))])
+def test_fill_pastes_the_image_whole_and_stretches_its_edges(source, target):
+    """Bands of one pixel and of several: each band repeats the image's nearest row (or column)."""
+    image = noise(source, seed=sum(source))
+    plan = plan_resize(source, target, "fill")
+    out = np.asarray(apply_plan(image, plan)).astype(int)
+    (sw, sh), (ox, oy) = plan.scaled, plan.offset
+    scaled = np.asarray(image if image.size == plan.scaled else image.resize(plan.scaled, Image.Resampling.LANCZOS))
+    assert np.array_equal(out[oy:oy + sh, ox:ox + sw], scaled)  # pasted whole, at the offset
+    bands = {"top": (out[:oy], scaled[:1]), "bottom": (out[oy + sh:], scaled[-1:]),
+             "left": (out[:, :ox], scaled[:, :1]), "right": (out[:, ox + sw:], scaled[:, -1:])}
+    for name, (band, edge) in bands.items():
+        if band.size:
+            assert np.abs(band - edge.astype(int)).max() <= 2, name  # the edge, stretched (bicubic rounding)
+    assert sum(b.size > 0 for b, _ in bands.values()) == 2
+
+
+def test_more_wide_modes():
+    def row(mode, values, dtype):
+        image = Image.fromarray(np.array([values], dtype=dtype), "I" if dtype == np.int32 else "F")
+        return [load_image(image).image.getpixel((x, 0))[0] for x in range(len(values))]
+
+    assert row("I", [0, 128, 256], np.int32) == [0, 0, 1]  # above 255: 16-bit values
+    assert row("I", [0, 70000], np.int32) == [0, 255]  # beyond 16 bits: clipped, not wrapped around
+    assert row("F", [-1.0, 0.5, 1.0], np.float32) == [0, 128, 255]  # negative: black, not wrapped
+    big_endian = Image.frombytes("I;16B", (2, 1), bytes([0x80, 0x00, 0xFF, 0xFF]))
+    little_endian = Image.frombytes("I;16L", (2, 1), bytes([0x00, 0x80, 0xFF, 0xFF]))
+    for image in (big_endian, little_endian):
+        rgb = load_image(image).image
+        assert [rgb.getpixel((x, 0)) for x in range(2)] == [(128, 128, 128), (255, 255, 255)], image.mode
+    # 65535 is white: 33025 / 65535 x 255 = 128.5 rounds to 129 (over 65536 it would be 128); 39578 gives 154
+    sixteen = Image.frombytes("I;16", (3, 1), np.array([33025, 39578, 65278], dtype="<u2").tobytes())
+    assert [load_image(sixteen).image.getpixel((x, 0))[0] for x in range(3)] == [129, 154, 254]
+    assert load_image(np.array([[0.6, 0.3]])).image.getpixel((0, 0))[0] == 153  # floats: x 255, rounded
+
+
+@pytest.mark.parametrize("mode, pixel, expected", [
+    ("LA", (100, 0), (255, 255, 255)),
+    ("RGBa", (50, 0, 0, 128), (177, 127, 127)), ("RGBA", (100, 0, 0, 128), (177, 127, 127)),
+    ("PA", (0, 0), (255, 255, 255)),
+])
+def test_every_mode_with_alpha_is_composited(mode, pixel, expected):
+    image = Image.new(mode, (1, 1), pixel)
+    if mode == "PA":
+        image.putpalette([9, 9, 9] * 256)
+    assert load_image(image).image.getpixel((0, 0)) == expected  # the default background is white
+
+
+def test_exact_hash_and_defaults():
+    loaded = load_image(Image.new("RGB", (1, 1), (1, 2, 3)))
+    assert loaded.digest == "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81"  # sha256 of 1,2,3
+    assert loaded.notices == []
+    with pytest.raises(ImageError, match=r"^<array>: 3x2 is 6 pixels, over the limit of 5$"):
+        load_image(np.zeros((2, 3, 3), dtype=np.uint8), max_pixels=5)
+    with pytest.raises(ImageError, match=r"^<image>: the image has no pixels \(0x5\)$"):
+        load_image(Image.new("RGB", (0, 5)))
+    frames = [Image.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buffer.getvalue()).notices == ["<bytes> has 2 frames; using the first"]
+
+
+def test_png_is_the_default_and_carries_a_text_chunk():
+    png = encode_image(Image.new("RGB", (4, 4)), infotext="a prompt")  # PNG is the default
+    opened = Image.open(io.BytesIO(png))
+    assert opened.format == "PNG" and opened.text == {"parameters": "a prompt"}
+
+
+def test_save_image_format_and_overwrite(tmp_path):
+    path = tmp_path / "x.png"
+    save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")  # the format asked for wins over the extension
+    assert Image.open(path).format == "JPEG"
+    with pytest.raises(OutputError, match="already exists"):
+        save_image(Image.new("RGB", (4, 4)), path)
+    save_image(Image.new("RGB", (4, 4), "red"), path, overwrite=True)
+    assert Image.open(path).format == "PNG" and Image.open(path).getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "日本".encode("utf-16-be"), "日本"),  # no zero bytes either way: big-endian, the standard
+    (b"UNICODE\0" + "abcdef".encode("utf-16-le"), "abcdef"),
+    (b"UNICODE\0" + "ab".encode("utf-16-be") + b"\0", "ab\ufffd"),  # an odd byte: replaced, not an error
+    (b"ASCII\0\0\0" + b"\xff ok", "\ufffd ok"),
+    (b"\xffraw", "\ufffdraw"),
+    (b"ASCII\0\0\0MAX\0", "MAX"),  # only NULs are stripped from the end
+])
+def test_user_comment_corners(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_the_temporary_file_is_hidden_beside_the_target(tmp_path, monkeypatch):
+    import img2img.images as images
+
+    seen = []
+    real_link = images.os.link
+    monkeypatch.setattr(images.os, "link", lambda src, dst: (seen.append(src), real_link(src, dst))[1])
+    write_atomically(b"data", tmp_path / "out.png")
+    (tmp,) = seen
+    assert os.path.dirname(tmp) == str(tmp_path) and os.path.basename(tmp).startswith(".out.png.")
+    assert tmp.endswith(".tmp") and not os.path.exists(tmp)
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (OSError(1, "Operation not permitted"), "written"),  # no hard links here: rename instead
+    (OSError(95, "Operation not supported"), "written"),
+    (OSError(5, "Input/output error"), r"^{path}: cannot write \(Input/output error\)$"),
+    (FileExistsError(17, "File exists"), r"^{path}: already exists \(pass --overwrite to replace it\)$"),
+    (PermissionError(13, "Permission denied"), r"^{path}: permission denied$"),
+])
+def test_hard_link_failures(tmp_path, monkeypatch, error, outcome):
+    import img2img.images as images
+
+    def fail(src, dst):
+        raise error
+
+    monkeypatch.setattr(images.os, "link", fail)
+    path = tmp_path / "a.png"
+    if outcome == "written":
+        assert write_atomically(b"data", path) == path and path.read_bytes() == b"data"
+    else:
+        with pytest.raises(OutputError, match=outcome.format(path=re.escape(str(path)))):
+            write_atomically(b"data", path)
+        assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["a.png"] if outcome == "written" else [])
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "日a".encode("utf-16-le"), "日a"),  # one zero byte, in the odd place: little-endian
+    (b"UNICODE\0" + "\x01".encode("utf-16-le"), "\x01"),
+])
+def test_user_comment_byte_order_is_read_from_the_zero_bytes(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_a_known_format_with_a_broken_header():
+    with pytest.raises(ImageError, match=r"^<bytes>: not an image, or a corrupt one \(Truncated File Read\)$"):
+        load_image(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")

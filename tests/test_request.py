@@ -52,7 +52,8 @@ def test_validation_names_field_and_value(changes, field, message):
 def test_min_steps_agrees_with_counting_up():
     from img2img.request import MAX_STEPS, _min_steps
 
-    for strength in [i / 1000 for i in range(1, 1001)] + [1 / 3, 2 / 3, 0.0019999, 1e-300]:
+    # 1/161 and 1/187: 1/strength rounds to a whole number of steps that still gives no step (161 x 1/161 < 1)
+    for strength in [i / 1000 for i in range(1, 1001)] + [1 / 3, 2 / 3, 0.0019999, 1e-300, 1 / 161, 1 / 187]:
         counted = next((n for n in range(1, MAX_STEPS + 1) if effective_steps(n, strength) >= 1), None)
         assert _min_steps(strength) == counted, strength
 
@@ -94,3 +95,100 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
         [int, float, float, bool]
     with pytest.raises(InvalidRequest, match="steps must be a whole number"):
         Request(prompt="x", steps=np.float32(2.5)).normalized().validate()
+def test_every_limit_is_inclusive():
+    """The documented ranges include both ends: a `<` for `<=` (or a limit off by one) refuses a valid value."""
+    from img2img.request import MAX_SEED
+
+    lowest = Request(prompt="", strength=1.0, steps=1, cfg_scale=0, seed=0, subseed=0, subseed_strength=0.0,
+                     clip_skip=1, width=8, height=8, batch_size=1, eta=0.0, s_churn=0.0, s_tmin=0.0, s_tmax=0.0,
+                     s_noise=0.0)
+    highest = Request(prompt="", strength=1.0, steps=500, cfg_scale=50, seed=MAX_SEED, subseed=MAX_SEED,
+                      subseed_strength=1.0, clip_skip=12, width=4096, height=4096, batch_size=64, eta=1e9)
+    assert lowest.validate() is lowest and highest.validate() is highest
+    assert lowest.effective_steps == 1 and highest.effective_steps == 500
+
+
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        ({"steps": 501}, "steps", "steps must be between 1 and 500, got 501"),
+        ({"steps": True}, "steps", "steps must be a whole number, got True"),
+        ({"cfg_scale": 50.5}, "cfg_scale", r"cfg_scale must be in \[0, 50\], got 50.5"),
+        ({"cfg_scale": "7"}, "cfg_scale", "cfg_scale must be a number, got '7'"),
+        ({"strength": True}, "strength", "strength must be a number, got True"),
+        ({"seed": -2}, "seed", r"seed must be between 0 and 4294967295 \(or -1/None for a random seed\), got -2"),
+        ({"seed": True}, "seed", "seed must be a whole number"),
+        ({"subseed": 2**32}, "subseed", r"subseed must be between 0 and 4294967295 \(or -1/None for a random one\)"),
+        ({"subseed_strength": 1.01}, "subseed_strength", r"subseed_strength must be in \[0, 1\], got 1.01"),
+        ({"subseed_strength": -0.5}, "subseed_strength", "got -0.5"),
+        ({"clip_skip": 0}, "clip_skip", "clip_skip must be between 1 and 12, got 0"),
+        ({"clip_skip": 13}, "clip_skip", "clip_skip must be between 1 and 12, got 13"),
+        ({"styles": [1]}, "styles", r"styles must be a list of style names, got \(1,\)"),
+        ({"styles": {"a"}}, "styles", "styles must be a list of style names"),
+        ({"color_correction": 1}, "color_correction", "color_correction must be a bool, got 1"),
+        ({"keep_size": "yes"}, "keep_size", "keep_size must be a bool, got 'yes'"),
+        ({"tiling": None}, "tiling", "tiling must be a bool, got None"),
+        ({"height": 4097}, "height", "height must be between 8 and 4096, got 4097"),
+        ({"height": 12}, "height", "height must be a multiple of 8, got 12"),
+        ({"width": 7}, "width", "width must be between 8 and 4096, got 7"),
+        ({"batch_size": 65}, "batch_size", "batch_size must be between 1 and 64, got 65"),
+        ({"resize_mode": 4}, "resize_mode", "resize_mode must be one of stretch, crop, fill, latent"),
+        ({"resize_mode": True}, "resize_mode", "got True"),
+        ({"background": None}, "background", "background must be a colour name or #rrggbb, got None"),
+        ({"background": 7}, "background", "got 7"),
+        ({"negative_prompt": None}, "negative_prompt", "negative_prompt must be a str, got None"),
+    ]
+    + [({name: -0.1}, name, rf"{name} must be in \[0, inf\], got -0.1") for name in
+       ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise")],
+)
+def test_each_field_is_checked_by_name(changes, field, message):
+    request = Request(prompt="x", steps=20).replace(**changes).normalized()
+    with pytest.raises(InvalidRequest, match=message) as info:
+        request.validate()
+    assert info.value.field == field
+
+
+def test_normalized_spellings():
+    request = Request(prompt="", seed=-1, subseed=-1, styles="one", resize_mode=" Stretch ").normalized()
+    assert (request.seed, request.subseed, request.styles, request.resize_mode) == (None, None, ("one",), "stretch")
+    assert Request(prompt="", styles=["a", "b"]).normalized().styles == ("a", "b")
+    assert Request(prompt="", resize_mode=" 2 ").normalized().resize_mode == "fill"
+    assert Request(prompt="", resize_mode="7").normalized().resize_mode == "7"  # left for validate to refuse
+    assert Request(prompt="", resize_mode=True).normalized().resize_mode is True  # a bool is not mode 1
+    assert Request(prompt="", seed=True).normalized().seed is True  # nor is it -1
+    assert Request(prompt="", seed=0, subseed=5).normalized().subseed == 5
+    unchanged = Request(prompt="", resize_mode=5).normalized()
+    assert unchanged.normalized() is unchanged  # nothing left to normalize: the same object
+
+
+def test_effective_steps_without_steps_is_zero():
+    assert Request(prompt="", strength=0.5).effective_steps == 0
+    assert Request(prompt="", strength=0.5, steps=9).effective_steps == 4
+
+
+def test_result_save_names_formats_and_infotexts(tmp_path):
+    from PIL import Image
+
+    from img2img import OutputError, Result
+    from img2img.images import read_infotext
+
+    texts = ["a\nSteps: 1, Seed: 5, Size: 8x8", "b\nSteps: 1, Seed: 9, Size: 8x8"]
+    result = Result(images=[Image.new("RGB", (8, 8), c) for c in ("red", "blue")], seeds=[5, 9], infotexts=texts,
+                    request=Request(prompt=""), model="m", device="cpu", dtype="float32", width=8, height=8,
+                    effective_steps=1)
+    paths = result.save(output_dir=tmp_path, stem="s", fmt="jpeg")
+    assert paths == [tmp_path / "s-5.jpg", tmp_path / "s-9.jpg"]
+    assert [read_infotext(p) for p in paths] == texts and Image.open(paths[1]).format == "JPEG"
+    assert [p.name for p in result.save(output_dir=tmp_path, stem="s", fmt="jpeg")] == ["s-5-2.jpg", "s-9-2.jpg"]
+    assert [p.name for p in result.save(output_dir=tmp_path, stem="s", fmt="jpeg", overwrite=True)] == [
+        "s-5.jpg", "s-9.jpg"]
+    named = result.save(tmp_path / "pair.webp")
+    assert [p.name for p in named] == ["pair-1.webp", "pair-2.webp"] and Image.open(named[0]).format == "WEBP"
+    with pytest.raises(OutputError, match="already exists"):
+        result.save(tmp_path / "pair.webp")
+    assert result.save(tmp_path / "pair.webp", overwrite=True) == named
+    assert result.image is result.images[0]
+    assert [p.name for p in result.save(output_dir=tmp_path)] == ["img2img-5.png", "img2img-9.png"]
+    assert [p.name for p in result.save(tmp_path / "noext", fmt="png")] == ["noext-1.png", "noext-2.png"]
+    asked = result.save(tmp_path / "asked.png", fmt="jpeg")  # the format asked for wins over the extension
+    assert [p.name for p in asked] == ["asked-1.png", "asked-2.png"] and Image.open(asked[0]).format == "JPEG"
