@@ -275,7 +275,9 @@ class RayBackend:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1 and config.device not in ("cpu", "mps")
         low, high = config.replica_bounds
         options: dict = dict(
-            max_ongoing_requests=1, max_queued_requests=max(1, config.max_queue),
+            # The front refuses jobs beyond --max-queue waiting; Serve's own limit has room for the retries of
+            # a dead replica's jobs on top.
+            max_ongoing_requests=1, max_queued_requests=config.max_queue + self.replicas_at_most,
             ray_actor_options={"num_gpus": 1} if use_gpu else {"num_cpus": threads},
             graceful_shutdown_timeout_s=config.shutdown_grace, health_check_timeout_s=60)
         if config.autoscaling:  # Serve's queue-depth autoscaler: about one job per replica, running or waiting
@@ -307,12 +309,12 @@ class RayBackend:
             from ray import serve
 
             try:
-                serve.delete(self.app_name)
-                if self.signals is not None:
-                    ray.kill(self.signals)
-                if self._started_ray:
-                    serve.shutdown()
+                if self._started_ray:  # the private Ray goes, and everything in it
                     ray.shutdown()
+                else:
+                    serve.delete(self.app_name)
+                    if self.signals is not None:
+                        ray.kill(self.signals)
             except Exception as exc:  # shutting down anyway
                 log.warning("stopping the Ray replicas: %s", exc)
             self.handle = None
