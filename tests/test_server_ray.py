@@ -11,9 +11,9 @@ import time
 
 import httpx
 import pytest
+from helpers import wait_for
 from PIL import Image
 
-from helpers import wait_for
 from img2img.server.config import ServerConfig
 from img2img.server.runner import ServerThread
 from img2img.testing import make_photo

@@ -165,15 +165,14 @@ class RayJobQueue:
                 self.dropped += 1
                 raise JobDropped("the client disconnected before the job started")
             self.backend.wait_ready()
+            job.signals = self.backend.signals  # made at start-up, which this job may have waited for
             with _FUTURES:
                 if job.cancelled or job.future.done():
                     return
                 job.future.set_running_or_notify_cancel()
             value = job.fn(job)
         except BaseException as exc:  # delivered to the waiting client
-            if job.cancelled and not job.future.done():
-                exc = JobDropped("the job was cancelled before it started")
-            _fail(job, exc)
+            _fail(job, JobDropped("the job was cancelled before it started") if job.cancelled else exc)
         else:
             with _FUTURES:
                 if not job.future.done():
