@@ -278,7 +278,8 @@ class RayBackend:
             # a dead replica's jobs on top.
             max_ongoing_requests=1, max_queued_requests=config.max_queue + self.replicas_at_most,
             ray_actor_options={"num_gpus": 1} if use_gpu else {"num_cpus": threads},
-            graceful_shutdown_timeout_s=config.shutdown_grace, health_check_timeout_s=60)
+            graceful_shutdown_timeout_s=config.shutdown_grace, health_check_timeout_s=60,
+            max_constructor_retry_count=3)  # a replica that cannot load the model fails the start-up soon
         if config.autoscaling:  # Serve's queue-depth autoscaler: about one job per replica, running or waiting
             options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high,
                                              "initial_replicas": config.replicas, "target_ongoing_requests": 1}
