@@ -252,6 +252,9 @@ class RayBackend:
     def _deploy(self) -> None:
         from ..batch.ray_engine import OBJECT_STORE_BYTES, _import_ray, _quiet_ray
 
+        # Ray's crash handler would take SIGTERM from uvicorn, whose handler drains the queue and exits 0.
+        # Ray reads this when it is imported.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         ray = _import_ray()
         _quiet_ray()
         from ray import serve
