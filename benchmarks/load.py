@@ -4,8 +4,11 @@
     python benchmarks/load.py --url http://127.0.0.1:7860 --requests 200 --clients 16 --server-pid 12345
     # or let the script start one with a tiny random-weight model (no download):
     python benchmarks/load.py --spawn-tiny --requests 200 --clients 16
+    # the same on Ray Serve replicas (scaling: compare --replicas 1 and 2 with one thread each):
+    python benchmarks/load.py --spawn-tiny --engine ray --replicas 2 --cpu-threads 1 --requests 60 --clients 8
 
-Prints throughput, p50/p99 latency, error counts by HTTP status and the server's RSS before and after.
+Prints throughput, p50/p99 latency, error counts by HTTP status, the server's RSS before and after (the front
+process's only, with --engine ray) and the machine's load average.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def picture_b64(size: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def spawn_tiny(max_queue: int) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
+def spawn_tiny(max_queue: int, engine: str = "local", replicas: int = 1,
+               cpu_threads: int | None = None) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     from img2img.testing import build_tiny_sd
 
     folder = tempfile.TemporaryDirectory(prefix="img2img-load-")
@@ -65,14 +69,19 @@ def spawn_tiny(max_queue: int) -> tuple[subprocess.Popen, str, tempfile.Temporar
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "img2img.cli", "serve", "--model", str(model), "--device", "cpu", "--port", str(port),
-         "--max-queue", str(max_queue), "--log-level", "warning"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [sys.executable, "-m", "img2img.cli", "serve", "--model", str(model), "--device", "cpu", "--port",
+               str(port), "--max-queue", str(max_queue), "--log-level", "warning", "--no-ui", "--history-dir",
+               str(Path(folder.name) / "data"), "--engine", engine]
+    if engine == "ray":
+        command += ["--replicas", str(replicas)]
+    if cpu_threads:
+        command += ["--cpu-threads", str(cpu_threads)]
+    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "IMG2IMG_DTYPE": "float32",
+                                             "IMG2IMG_BACKEND": "torch"})
     return process, f"http://127.0.0.1:{port}", folder
 
 
-def wait_healthy(client, url: str, headers: dict, timeout: float = 120.0) -> None:
+def wait_healthy(client, url: str, headers: dict, timeout: float = 600.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -98,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-pid", type=int, help="pid of the server, to report its RSS")
     parser.add_argument("--spawn-tiny", action="store_true", help="start a server with a tiny model for the run")
     parser.add_argument("--max-queue", type=int, default=16, help="with --spawn-tiny: the server's --max-queue")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="with --spawn-tiny: the "
+                        "server's --engine")
+    parser.add_argument("--replicas", type=int, default=1, help="with --spawn-tiny --engine ray: model replicas")
+    parser.add_argument("--cpu-threads", type=int, help="with --spawn-tiny: torch threads (per replica)")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.clients <= MAX_CLIENTS or \
             not 0 < args.duration <= MAX_SECONDS:
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     process = folder = None
     url, pid = loopback_only(args.url), args.server_pid
     if args.spawn_tiny:
-        process, url, folder = spawn_tiny(args.max_queue)
+        process, url, folder = spawn_tiny(args.max_queue, args.engine, args.replicas, args.cpu_threads)
         pid = process.pid
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     payload = {"prompt": "a lighthouse at dusk", "init_images": [picture_b64(args.size)], "steps": args.steps,
@@ -116,7 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with httpx.Client(timeout=120) as probe:
             wait_healthy(probe, url, headers)
-            probe.post(url + "/sdapi/v1/img2img", json=payload, headers=headers)  # warm-up, not counted
+            warm = [threading.Thread(target=probe.post, args=(url + "/sdapi/v1/img2img",),
+                                     kwargs={"json": payload, "headers": headers}) for _ in range(args.replicas)]
+            for thread in warm:  # one warm-up request per replica at once, not counted
+                thread.start()
+            for thread in warm:
+                thread.join()
+            engine = probe.get(url + "/v1/health", headers=headers).json().get("engine", "local")
+        load_before = os.getloadavg()
         before = rss_mb(pid)
         latencies: list[float] = []
         statuses: Counter = Counter()
@@ -150,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             thread.join(args.duration + 130)
         wall = time.perf_counter() - began
         after = rss_mb(pid)
+        load_after = os.getloadavg()
     finally:
         if process is not None:
             process.terminate()
@@ -164,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
     print(f"requests: {len(latencies)} in {wall:.1f} s with {args.clients} clients "
-          f"({args.steps} steps, {args.size}x{args.size})")
+          f"({args.steps} steps, {args.size}x{args.size}); engine: {engine}"
+          + (f", {args.replicas} replica(s)" if args.spawn_tiny and engine == "ray" else ""))
     print(f"throughput: {ok / wall:.2f} ok req/s ({len(latencies) / wall:.2f} req/s all)")
     print(f"latency: p50 {pct(50) * 1000:.0f} ms, p99 {pct(99) * 1000:.0f} ms, "
           f"mean {statistics.fmean(ordered) * 1000 if ordered else float('nan'):.0f} ms")
@@ -173,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"server RSS: {before:.0f} MB before, {after:.0f} MB after ({after - before:+.0f} MB)")
     else:
         print("server RSS: unknown (pass --server-pid or --spawn-tiny)")
+    print("load average (1 min) before / after: " + f"{load_before[0]:.2f} / {load_after[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if config.preload:
-            service.preload()
+        service.start()
         yield
-        service.queue.shutdown(grace=config.shutdown_grace)
+        service.close(grace=config.shutdown_grace)
 
     app = FastAPI(title="img2img", version=__version__, lifespan=lifespan,
                   description="Stable Diffusion image-to-image: an AUTOMATIC1111-compatible API (/sdapi/v1) "

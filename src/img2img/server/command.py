@@ -73,6 +73,18 @@ def serve(
                                                    "embeddings/ in the data folder)"),
     styles_file: str | None = typer.Option(None, "--styles-file", envvar="IMG2IMG_STYLES_FILE",
                                            help="A1111 styles.csv. (default: styles.csv in the data folder)"),
+    engine: str = typer.Option("local", "--engine", help="Where generation runs: local (this process) or ray "
+                                                         "(Ray Serve model replicas; needs the ray extra). The "
+                                                         "routes, auth, limits and history stay here."),
+    replicas: int = typer.Option(1, "--replicas", help="--engine ray: model replicas, one GPU each (or "
+                                                       "--cpu-threads CPUs each on a CPU cluster)."),
+    min_replicas: int | None = typer.Option(None, "--min-replicas", help="--engine ray: autoscale down to this "
+                                                                         "many replicas, by queue depth."),
+    max_replicas: int | None = typer.Option(None, "--max-replicas", help="--engine ray: autoscale up to this "
+                                                                         "many replicas, by queue depth."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="--engine ray: an existing Ray cluster, e.g. ray://head:10001 "
+                                                "or auto. (default: a private Ray on this machine)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ):
     """Serve the web UI (/), the A1111-compatible API (/sdapi/v1) and the native API (/v1); docs at /docs."""
@@ -95,13 +107,20 @@ def serve(
         allowed_hosts=list(allowed_host or []), max_connections=max_connections, client_timeout=client_timeout,
         upload_cache_mb=upload_cache_mb, preload=preload, shutdown_grace=shutdown_grace, ui=ui,
         history_dir=history_dir, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,
-        allow_image_urls=allow_image_urls,
+        allow_image_urls=allow_image_urls, engine=engine, replicas=replicas, min_replicas=min_replicas,
+        max_replicas=max_replicas, ray_address=ray_address,
     ).validate()
     details = (f"models: {', '.join(specs) or 'sd21-base'}; auth: {'on' if config.auth_enabled else 'off'}; "
-               f"model loading: {'in the background now' if preload else 'on first use'}")
+               f"model loading: {'in the background now' if preload else 'on first use'}"
+               + (f"; engine: ray, {_replica_words(config)}" if engine == "ray" else ""))
 
     def announce(url: str) -> None:  # the real address: with --port 0 the system picked the port
         where = f"web UI at {url}/, API docs at /docs" if ui else "API docs at /docs"
         typer.echo(f"img2img server: listening on {url}; {where}; {details}", err=True)
 
     run_server(config, log_level=log_level, announce=announce)
+
+
+def _replica_words(config) -> str:
+    low, high = config.replica_bounds
+    return f"{low} to {high} replicas (autoscaling)" if config.autoscaling else f"{config.replicas} replica(s)"

@@ -9,6 +9,8 @@ from ..errors import InvalidRequest
 from ..images import DEFAULT_MAX_PIXELS
 
 LOOPBACK_NAMES = ("localhost",)
+ENGINES = ("local", "ray")
+MAX_REPLICAS = 1024
 
 
 @dataclass
@@ -43,6 +45,11 @@ class ServerConfig:
     lora_dir: str | None = None  # <lora:name> files (default: networks.lora_dir())
     embeddings_dir: str | None = None  # textual-inversion embeddings (default: networks.embeddings_dir())
     styles_file: str | None = None  # A1111 styles.csv (default: styles.styles_file())
+    engine: str = "local"  # where jobs run: "local" (this process) or "ray" (Ray Serve replicas)
+    replicas: int = 1  # --engine ray: model replicas (the initial count when autoscaling)
+    min_replicas: int | None = None  # --engine ray: autoscaling bounds (either one turns autoscaling on)
+    max_replicas: int | None = None
+    ray_address: str | None = None  # --engine ray: an existing cluster (default: a private local Ray)
 
     @property
     def auth_enabled(self) -> bool:
@@ -89,6 +96,7 @@ class ServerConfig:
                                  "offload")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise InvalidRequest(f"--cpu-threads must be 1 or more, got {self.cpu_threads}", "cpu_threads")
+        self._validate_engine()
         if any(not key for key in self.api_keys):
             raise InvalidRequest("--api-key must not be empty", "api_key")
         if not is_loopback(self.host) and not self.auth_enabled and not self.insecure:
@@ -98,6 +106,41 @@ class ServerConfig:
                 "host",
             )
         return self
+
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
+
+    @property
+    def replica_bounds(self) -> tuple[int, int]:
+        """(fewest, most) replicas: both are --replicas unless autoscaling."""
+        if not self.autoscaling:
+            return self.replicas, self.replicas
+        low = self.min_replicas if self.min_replicas is not None else min(1, self.replicas)
+        high = self.max_replicas if self.max_replicas is not None else max(self.replicas, low)
+        return low, high
+
+    def _validate_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise InvalidRequest(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}", "engine")
+        ray_only = {"--replicas": self.replicas != 1, "--min-replicas": self.min_replicas is not None,
+                    "--max-replicas": self.max_replicas is not None, "--ray-address": bool(self.ray_address)}
+        if self.engine != "ray":
+            given = [name for name, used in ray_only.items() if used]
+            if given:
+                raise InvalidRequest(f"{', '.join(given)} needs --engine ray", "engine")
+            return
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise InvalidRequest(f"--replicas must be between 1 and {MAX_REPLICAS}, got {self.replicas}", "replicas")
+        for name, value in (("--min-replicas", self.min_replicas), ("--max-replicas", self.max_replicas)):
+            if value is not None and not (0 if name == "--min-replicas" else 1) <= value <= MAX_REPLICAS:
+                raise InvalidRequest(f"{name} must be between {0 if name == '--min-replicas' else 1} and "
+                                     f"{MAX_REPLICAS}, got {value}", name[2:].replace("-", "_"))
+        low, high = self.replica_bounds
+        if not low <= self.replicas <= high:
+            raise InvalidRequest(f"--replicas {self.replicas} must lie between --min-replicas {low} and "
+                                 f"--max-replicas {high}", "replicas")
 
 
 def _is_host_name(name: str) -> bool:

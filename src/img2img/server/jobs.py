@@ -41,6 +41,10 @@ class JobDropped(Exception):
     """The job's client went away before the job started, so it never ran."""
 
 
+class WorkerLost(Exception):
+    """The process running the job died (a Ray Serve replica), and the one retry failed too."""
+
+
 @dataclass
 class Progress:
     """A snapshot of the running job, for progress routes."""
@@ -55,6 +59,8 @@ class Progress:
     interrupted: bool = False
     skipped: bool = False
     latents: Any = None  # the latest latents tensor, for previews
+    preview: bytes | None = None  # or a rendered preview PNG, when the job runs on a replica
+    replica: str = ""  # the Ray Serve replica running the job (--engine ray)
 
     @property
     def fraction(self) -> float:

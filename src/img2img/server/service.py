@@ -53,6 +53,49 @@ def _run_batch(engine, request: Request, image, on_step, mask=None) -> Result:
     return engine.run(request, image, mask=mask, on_step=on_step)
 
 
+def run_parts(job, engine, request: Request, image, parts: int = 1, run=None) -> Outcome:
+    """The body of a job: `parts` batches with consecutive seeds. Interrupt keeps what finished; skip drops
+    the running part and goes on. `job` is the queue's Job, or a replica's stand-in with the same methods
+    (interrupted, start_part, on_step)."""
+    run = run or _run_batch
+    variation = request.subseed_strength > 0
+    # Seeds count up across the parts as within a batch, wrapping past the largest seed as the engine does.
+    seeds, subseeds = batch_seeds(request.seed, request.batch_size * parts, request.subseed,
+                                  request.subseed_strength)
+    outcome = Outcome(results=[], seeds=seeds)
+    for part in range(parts):
+        if job.interrupted:
+            break
+        job.start_part(part, parts)
+        if variation:
+            part_request = request.replace(subseed=subseeds[part * request.batch_size])
+        else:
+            part_request = request.replace(seed=seeds[part * request.batch_size])
+        try:
+            outcome.results.append(run(engine, part_request, image, job.on_step))
+        except Interrupted:
+            if job.interrupted:
+                break
+            outcome.skipped += 1
+    outcome.interrupted = job.interrupted
+    if outcome.interrupted:
+        outcome.notices.append(f"interrupted: {len(outcome.images)} of {len(seeds)} images finished")
+    if outcome.skipped:
+        outcome.notices.append(f"skipped {outcome.skipped} of {parts} batches")
+    return outcome
+
+
+ENGINE_SETTINGS = ("device", "dtype", "safety_checker", "max_pixels", "lora_dir", "embeddings_dir", "styles_file",
+                   "vae", "backend", "compile", "offload", "cpu_threads")  # what make_engine reads
+
+
+def make_engine(spec: str, config: ServerConfig):
+    """The engine for one configured model, as the server's options say (here, or on a replica)."""
+    from ..engine import Engine
+
+    return Engine(spec, **{name: getattr(config, name) for name in ENGINE_SETTINGS})
+
+
 class ModelSlot:
     """One configured model: its engine (made on first use) and what we know about its loading."""
 
@@ -91,15 +134,7 @@ class ModelSlot:
     def engine(self):
         with self._lock:
             if self._engine is None:
-                from ..engine import Engine
-
-                config = self._config
-                self._engine = Engine(self.spec, device=config.device, dtype=config.dtype,
-                                      safety_checker=config.safety_checker, max_pixels=config.max_pixels,
-                                      lora_dir=config.lora_dir, embeddings_dir=config.embeddings_dir,
-                                      styles_file=config.styles_file, vae=config.vae, backend=config.backend,
-                                      compile=config.compile, offload=config.offload,
-                                      cpu_threads=config.cpu_threads)
+                self._engine = make_engine(self.spec, self._config)
             return self._engine
 
     @property
@@ -156,7 +191,14 @@ class Service:
                 raise InvalidRequest(f"two configured models share the name {slot.name!r}; rename one", "models")
             self.slots.append(slot)
         self.current = self.slots[0]
-        self.queue = JobQueue(config.max_queue)
+        self.backend = None  # where jobs run: None in this process, else a RayBackend (--engine ray)
+        if config.engine == "ray":
+            from .ray_backend import RayBackend
+
+            self.backend = RayBackend(config, [slot.spec for slot in self.slots])
+            self.queue = self.backend.queue
+        else:
+            self.queue = JobQueue(config.max_queue)
         self.started = time.time()
         self._history = None
         self._history_lock = threading.Lock()
@@ -200,7 +242,10 @@ class Service:
         return self.current
 
     def preload(self) -> threading.Thread:
-        """Load the current model in the background so the first request does not wait for it."""
+        """Load the current model in the background so the first request does not wait for it (with --engine
+        ray: start the replicas, each of which loads it)."""
+        if self.backend is not None:
+            return self.backend.start_in_background()
         slot = self.current
 
         def load():
@@ -215,11 +260,24 @@ class Service:
         thread.start()
         return thread
 
+    def start(self) -> None:
+        """At start-up: replicas are started even with --lazy, as nothing else would start them."""
+        if self.config.preload or self.backend is not None:
+            self.preload()
+
+    def close(self, grace: float | None = None) -> None:
+        """At shutdown: stop the queue (the running job may finish for `grace` seconds), then the replicas."""
+        self.queue.shutdown(grace=grace)
+        if self.backend is not None:
+            self.backend.close(grace)
+
     def health(self) -> dict:
+        if self.backend is not None:
+            return self.backend.health(self.current.name, self.started)
         slot = self.current
         engine = slot._engine
         running = self.queue.running
-        return {
+        return {"engine": "local",
             "status": "shutting down" if self.queue.closed else "ok",
             "model": slot.name,
             "model_state": slot.state,
@@ -294,42 +352,22 @@ class Service:
 
     def generate(self, job: Job, slot: ModelSlot, request: Request, image, parts: int = 1, run=None,
                  mask: bytes | None = None) -> Outcome:
-        """Run `parts` batches with consecutive seeds (A1111's n_iter). Interrupt keeps what finished;
-        skip drops the running part and goes on. `image` is None for text-to-image, or a list of images
-        (one per member of the batch); `run(engine, request, image, on_step)` runs one batch (default:
-        engine.run, with `mask` if given)."""
+        """Run `parts` batches with consecutive seeds (A1111's n_iter): here, or on a Ray Serve replica when the
+        server runs with --engine ray. `image` is None for text-to-image, or a list of images (one per member
+        of the batch); `run(engine, request, image, on_step)` runs one batch (default: engine.run, with `mask`
+        if given)."""
         run = run or functools.partial(_run_batch, mask=mask)
-        variation = request.subseed_strength > 0
-        # Seeds count up across the parts as within a batch, wrapping past the largest seed as the engine does.
-        seeds, subseeds = batch_seeds(request.seed, request.batch_size * parts, request.subseed,
-                                      request.subseed_strength)
-        outcome = Outcome(results=[], seeds=seeds)
+        if self.backend is not None:
+            return self.backend.generate(job, slot.spec, request, image, parts, run)
         if not slot.loaded:
             slot.load()
-        for part in range(parts):
-            if job.interrupted:
-                break
-            job.start_part(part, parts)
-            if variation:
-                part_request = request.replace(subseed=subseeds[part * request.batch_size])
-            else:
-                part_request = request.replace(seed=seeds[part * request.batch_size])
-            try:
-                outcome.results.append(run(slot.engine, part_request, image, job.on_step))
-            except Interrupted:
-                if job.interrupted:
-                    break
-                outcome.skipped += 1
-        outcome.interrupted = job.interrupted
-        if outcome.interrupted:
-            outcome.notices.append(f"interrupted: {len(outcome.images)} of {len(seeds)} images finished")
-        if outcome.skipped:
-            outcome.notices.append(f"skipped {outcome.skipped} of {parts} batches")
-        return outcome
+        return run_parts(job, slot.engine, request, image, parts, run)
 
     def preview(self, skip_image: bool = False) -> tuple[object, bytes | None]:
         """The running job's progress and, unless skipped, a PNG preview of its latest latents."""
         progress = self.queue.progress()
+        if self.backend is not None:  # replicas send a rendered preview now and then
+            return progress, None if skip_image else progress.preview
         if skip_image or progress.latents is None:
             return progress, None
         slot = next((s for s in self.slots if s.name == progress.label), self.current)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ImageError, InvalidRequest, ModelNotAvailable, OutputError
-from .jobs import JobDropped, QueueFull, ShuttingDown
+from .jobs import JobDropped, QueueFull, ShuttingDown, WorkerLost
 from .service import Service, TooManyPixels
 
 log = logging.getLogger("img2img.server")
@@ -84,6 +84,10 @@ def install_error_handlers(app) -> None:
     @app.exception_handler(JobDropped)
     async def dropped(_, exc: JobDropped):
         return error_json(503, "JobDropped", str(exc))
+
+    @app.exception_handler(WorkerLost)
+    async def worker_lost(_, exc: WorkerLost):
+        return error_json(503, "WorkerLost", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def validation(_, exc: RequestValidationError):
