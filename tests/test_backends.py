@@ -275,6 +275,29 @@ def test_openvino_refuses_what_it_cannot_do(tiny_sd, square_path, openvino_cache
         Engine(str(tiny_sd), device="cpu", backend="openvino", compile=True)
     with pytest.raises(InvalidRequest, match="LoRA needs --backend torch"):  # refused before anything runs
         engine.transform(square_path, "a tree <lora:anything:0.8>", steps=2)
+    with pytest.raises(InvalidRequest, match="seamless tiling needs --backend torch"):  # not silently dropped
+        engine.transform(square_path, "a tree", steps=2, tiling=True)
+
+
+def test_automatic_openvino_hands_what_it_cannot_do_to_torch(tiny_sd, folders, square_path, openvino_cache,
+                                                             monkeypatch):
+    monkeypatch.setenv("IMG2IMG_CACHE_DIR", str(openvino_cache))
+    monkeypatch.delenv("IMG2IMG_BACKEND")  # the automatic choice: OpenVINO on the CPU, as installed
+    cache = PipelineCache()
+    engine = Engine(str(tiny_sd), device="cpu", lora_dir=folders / "loras", cache=cache)
+    assert (engine.acceleration.backend, engine.acceleration.automatic) == ("openvino", True)
+    torch_engine = Engine(str(tiny_sd), device="cpu", backend="torch", lora_dir=folders / "loras",
+                          cache=PipelineCache())
+    for prompt, fields in (("a tree <lora:kohya:0.8>", {}), ("a tree", {"tiling": True})):
+        result = engine.transform(square_path, prompt, seed=2, steps=2, **fields)
+        assert any("ran on backend torch" in notice for notice in result.notices), result.notices
+        assert type(cache.loaded()[0].pipe.unet).__name__ == "UNet2DConditionModel"
+        # exactly the torch path: the LoRA or the wrapping padding took effect, nothing was dropped
+        expected = torch_engine.transform(square_path, prompt, seed=2, steps=2, **fields)
+        assert result.image.tobytes() == expected.image.tobytes()
+    plain = engine.transform(square_path, "a tree", seed=2, steps=2)  # the next plain request: OpenVINO again
+    assert not any("backend torch" in notice for notice in plain.notices)
+    assert type(cache.loaded()[0].pipe.unet).__name__ == "OpenVINOUNet"
 
 
 # ---------------------------------------------------------------- the flags, through the real commands

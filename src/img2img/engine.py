@@ -62,12 +62,20 @@ class Engine:
     def __repr__(self) -> str:
         return f"Engine(model={self.source.name!r}, device={self.device!r}, dtype={self.dtype!r})"
 
-    def load(self) -> LoadedModel:
-        """The loaded model (from the cache, or loaded now). Waits for a running generation: loading may evict
-        the pipeline it uses."""
+    def load(self, acceleration: Acceleration | None = None) -> LoadedModel:
+        """The loaded model (from the cache, or loaded now), on the engine's backend unless one is given. Waits
+        for a running generation: loading may evict the pipeline it uses."""
         with GPU_LOCK:
             return self._cache.get(self.source, self.device, self.dtype, safety_checker=self.safety_checker,
-                                   config=self.config, acceleration=self.acceleration)
+                                   config=self.config, acceleration=acceleration or self.acceleration)
+
+    def acceleration_for(self, request: Request) -> tuple[Acceleration, list[str]]:
+        """The backend this request runs on: the engine's, or torch when an automatically chosen backend
+        cannot do what the request asks (LoRA, seamless tiling); an explicitly chosen one refuses."""
+        features = ["lora"] if any(tag.kind == "lora" for tag in _network_tags(request)) else []
+        if request.tiling:
+            features.append("tiling")
+        return self.acceleration.for_features(features)
 
     def interrupt(self) -> None:
         """Stop the running generation as soon as it can, wherever it is (reading its input, waiting for another
@@ -95,9 +103,9 @@ class Engine:
         prompt, negative = styles.apply_styles(request.prompt, request.negative_prompt, request.styles,
                                                self.styles_file)
         request = request.replace(prompt=prompt, negative_prompt=negative, styles=())
+        self.acceleration_for(request)  # what the backend cannot do fails here, unless torch can stand in
         for tag in _network_tags(request):  # unknown LoRA names fail here, before the model loads
             if tag.kind == "lora":
-                self.acceleration.require("lora")
                 networks.find_lora(tag, networks.list_files(self.lora_dir), self.lora_dir)
         if request.inpaint_fill is None:  # A1111's web UI default; new canvas area starts from its surroundings
             request = request.replace(inpaint_fill="fill" if request.outpaint else "original")
@@ -153,10 +161,13 @@ class Engine:
             for loaded in loaded_images:
                 _check_keep_size(request, loaded.original_size)
         notices = [notice for loaded in loaded_images for notice in loaded.notices]
+        acceleration, fallback_notices = self.acceleration_for(request)
+        notices += fallback_notices
         with GPU_LOCK:
             self._stop_if_interrupted(interrupts)  # while the input was read or another run had the lock
-            # 3. load the model (cached); masks and inpainting models use its inpainting pipeline
-            model = self.load()
+            # 3. load the model (cached) on the backend that can do this request; masks and inpainting models
+            # use its inpainting pipeline
+            model = self.load(acceleration)
             notices += model.notices
             self._stop_if_interrupted(interrupts)
             if mode == "img2img" and (repaint is not None or model.is_inpainting):

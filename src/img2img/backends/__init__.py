@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ..errors import InvalidRequest
 
@@ -21,6 +21,13 @@ OFFLOAD_MODES = ("auto", "none", "model", "sequential")
 # Above this many output pixels the VAE decodes (and encodes) in overlapping tiles: its memory grows with the
 # image area (a 2048x1536 decode needs >20 GB in one piece) while tiles keep it flat.
 TILE_ABOVE_PIXELS = 1_500_000
+# Request features the OpenVINO backend cannot do, and why (it runs exported, fixed networks).
+OPENVINO_CANNOT = {
+    "lora": "LoRA needs --backend torch: backend openvino runs an exported UNet, and fusing LoRAs into it is not "
+            "supported yet",
+    "tiling": "seamless tiling needs --backend torch: backend openvino runs exported convolutions, whose padding "
+              "cannot be switched to wrap around",
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,9 @@ class Acceleration:
     vae: str | None = None  # None: the model's own; "taesd" (the family's tiny one), a hub id, folder or file
     compile: bool | str = False  # True: torch.compile with inductor; a string names another torch backend
     offload: str = "auto"  # CUDA only: none, model (one component at a time), sequential (layer by layer)
+    # True when the backend was chosen here rather than asked for: then a request it cannot do runs on torch
+    # instead of failing. Not part of equality, so it does not split the model cache.
+    automatic: bool = field(default=False, compare=False)
 
     def validated(self, device: str) -> Acceleration:
         backend = (self.backend or "auto").lower()
@@ -41,6 +51,7 @@ class Acceleration:
             raise InvalidRequest(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}",
                                  "offload")
         kind = device.split(":")[0]
+        automatic = self.automatic or (backend == "auto" and not _backend_from_environment())
         if backend == "auto":
             backend = automatic_backend(kind, compile=bool(self.compile))
         if offload in ("model", "sequential") and kind != "cuda":
@@ -59,13 +70,19 @@ class Acceleration:
                                      "compile")
             if offload in ("model", "sequential"):
                 raise InvalidRequest("offload is not supported with backend openvino", "offload")
-        return Acceleration(backend, vae, self.compile, offload)
+        return Acceleration(backend, vae, self.compile, offload, automatic)
 
-    def require(self, feature: str) -> None:
-        """Refuse, naming the way out, a request feature this backend cannot do (rather than drop it)."""
-        if self.backend == "openvino" and feature == "lora":
-            raise InvalidRequest("LoRA needs --backend torch: backend openvino runs an exported UNet, and "
-                                 "fusing LoRAs into it is not supported yet", "backend")
+    def for_features(self, features: list[str]) -> tuple[Acceleration, list[str]]:
+        """How a request that needs `features` runs: with this acceleration, or, when this backend cannot do one
+        of them, on torch if the backend was chosen automatically (with a notice), else refused with the way
+        out (rather than dropped)."""
+        missing = [f for f in features if f in OPENVINO_CANNOT] if self.backend == "openvino" else []
+        if not missing:
+            return self, []
+        if not self.automatic:
+            raise InvalidRequest(OPENVINO_CANNOT[missing[0]], "backend")
+        return replace(self, backend="torch"), [
+            f"ran on backend torch: backend openvino (chosen automatically) cannot do {' or '.join(missing)}"]
 
     def describe(self) -> str:
         parts = [f"backend {self.backend}"]
@@ -85,12 +102,17 @@ def openvino_installed() -> bool:
 def automatic_backend(device_kind: str, *, compile: bool = False) -> str:
     """OpenVINO where it is faster and was installed on purpose (the openvino extra): CPU runs that do not ask
     for torch.compile. A UNet step at 512² in bf16 measured 2.07 s there against ~3.5 s in torch."""
+    chosen = _backend_from_environment()
+    if chosen:
+        return chosen
+    return "openvino" if device_kind == "cpu" and not compile and openvino_installed() else "torch"
+
+
+def _backend_from_environment() -> str | None:
     import os
 
     chosen = os.environ.get("IMG2IMG_BACKEND", "").strip().lower()
-    if chosen in ("torch", "openvino"):
-        return chosen
-    return "openvino" if device_kind == "cpu" and not compile and openvino_installed() else "torch"
+    return chosen if chosen in ("torch", "openvino") else None
 
 
 def apply(pipe, acceleration: Acceleration, device: str, dtype: str, *, is_xl: bool,

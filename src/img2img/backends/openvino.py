@@ -283,14 +283,9 @@ def apply(pipe, dtype: str, *, model_hash: str | None = None, progress=print) ->
     decoder_path = _export(root / _cache_key("vae-decoder", vae_key, vae.config),
                            _convert_autoencoder(vae, "decoder"), progress, "the VAE decoder")
     start = time.perf_counter()
-    # The compiled models take and give float32 whatever their inner precision, so the torch side runs in
-    # float32 too: the text encoders were measured slower in bfloat16 than in float32 on the CPU (77-token
-    # matmuls are too small for bf16 to pay off), and no casts are needed between the parts.
-    for name in ("text_encoder", "text_encoder_2"):
-        if getattr(pipe, name, None) is not None:
-            getattr(pipe, name).to(torch.float32)
-    pipe.unet = _unet_class()(_Compiled(unet_path, precision), unet.config, torch.float32,
+    torch_dtype = getattr(torch, dtype)  # what the torch side (text encoders) computes in; I/O is converted
+    pipe.unet = _unet_class()(_Compiled(unet_path, precision), unet.config, torch_dtype,
                               unet.config.addition_embed_type == "text_time")
     pipe.vae = _autoencoder_class()(_Compiled(encoder_path, precision), _Compiled(decoder_path, precision),
-                                    vae, torch.float32, type(vae).__name__ == "AutoencoderTiny")
+                                    vae, torch_dtype, type(vae).__name__ == "AutoencoderTiny")
     progress(f"openvino: UNet and VAE compiled for the CPU ({precision}) in {time.perf_counter() - start:.1f} s")
