@@ -131,6 +131,21 @@ def test_an_inpainting_model_without_a_mask_repaints_everything(tiny_sd_inpainti
     assert result.image.size == (64, 64) and "Mask" not in result.infotexts[0]
 
 
+def test_text_to_image_on_an_inpainting_model_masks_a_blank_picture(tiny_sd_inpainting):
+    # as A1111: the whole picture is masked; bare diffusers' inpainting pipeline with a white mask, strength 1
+    pipe = AutoPipelineForInpainting.from_pretrained(tiny_sd_inpainting)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(prompt="a red boat", image=Image.new("RGB", (64, 48)), mask_image=Image.new("L", (64, 48), 255),
+                    strength=1.0, num_inference_steps=4, guidance_scale=5.0, width=64, height=48,
+                    generator=torch.Generator("cpu").manual_seed(16)).images[0]
+    engine = Engine(str(tiny_sd_inpainting), device="cpu")
+    result = engine.text_to_image("a red boat", seed=16, steps=4, cfg_scale=5.0, sampler="Euler", width=64, height=48)
+    assert result.image.size == (64, 48) and result.image.tobytes() == expected.tobytes()
+    varied = engine.text_to_image("a red boat", seed=16, steps=4, subseed=3, subseed_strength=0.5, width=64, height=48)
+    assert varied.image.size == (64, 48) and varied.image.tobytes() != result.image.tobytes()
+
+
 def test_mask_round_off_keeps_the_blur_in_the_latent_mask(engine, square_path):
     soft = engine.transform(square_path, "x", mask=box_mask(), seed=9, mask_blur=8, mask_round=False, **FAST)
     hard = engine.transform(square_path, "x", mask=box_mask(), seed=9, mask_blur=8, **FAST)

@@ -161,6 +161,9 @@ class Engine:
             self._stop_if_interrupted(interrupts)
             if mode == "img2img" and (repaint is not None or model.is_inpainting):
                 mode = "inpaint"
+            blank = mode == "txt2img" and model.is_inpainting  # A1111: a blank picture, all of it masked
+            if blank:
+                mode = "inpaint"
             latent_resize = loaded_image is not None and request.resize_mode == "latent" and repaint is None
             if latent_resize and mode == "inpaint":
                 raise InvalidRequest("resize_mode latent resizes latents, which an inpainting model's extra inputs "
@@ -172,6 +175,8 @@ class Engine:
             if loaded_image is None:
                 width, height = request.width or model.native, request.height or model.native
                 prepared, inputs = [], {"width": width, "height": height}
+                if blank:
+                    inputs["strength"] = 1.0
             elif masked is not None:
                 (width, height), prepared = masked.size, [masked.image]
                 inputs = {"strength": request.strength}
@@ -211,7 +216,8 @@ class Engine:
             if mode == "inpaint":
                 if not request.mask_round:  # keep the blurred mask's grey levels (A1111's mask_round off)
                     pipe.mask_processor = inpaint.soft_mask_processor(pipe.mask_processor)
-                inputs.update(inpaint.pipeline_args(pipe, request, prepared, masked, seeds, generators))
+                pictures = [inpaint.blank_picture((width, height))] if blank else prepared
+                inputs.update(inpaint.pipeline_args(pipe, request, pictures, masked, seeds, generators))
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
             # 7. LoRAs named in the prompts join the models for this request only; embeddings by name

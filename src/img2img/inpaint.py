@@ -100,6 +100,14 @@ def pipeline_args(pipe, request: Request, prepared: list, inputs: InpaintInputs 
     return args
 
 
+def blank_picture(size: tuple[int, int]):
+    """Text-to-image on an inpainting model: the picture it is given, all of it masked, so its pixels never reach
+    the model (the masked image is zero, as in A1111's text-to-image conditioning of inpainting models)."""
+    from PIL import Image
+
+    return Image.new("RGB", size, (128, 128, 128))
+
+
 def soft_mask_processor(processor):
     """The pipeline's mask processor without its 0.5 threshold (A1111's mask_round off)."""
     from diffusers.image_processor import VaeImageProcessor
