@@ -131,6 +131,17 @@ def test_an_inpainting_model_without_a_mask_repaints_everything(tiny_sd_inpainti
     assert result.image.size == (64, 64) and "Mask" not in result.infotexts[0]
 
 
+def test_one_mask_over_several_inputs_is_each_input_with_its_batch_seed(engine, square_path):
+    other = make_photo(64, 64, seed=4)
+    both = engine.run(Request("x", seed=20, batch_size=2, **FAST), [square_path, other], mask=box_mask())
+    assert both.seeds == [20, 21] and len(both.images) == len(both.infotexts) == 2
+    for image, seed, output in ((square_path, 20, both.images[0]), (other, 21, both.images[1])):
+        alone = engine.run(Request("x", seed=seed, **FAST), image, mask=box_mask())
+        assert output.tobytes() == alone.image.tobytes()
+    with pytest.raises(InvalidRequest, match="64x64 does not match the image's 48x48"):
+        engine.run(Request("x", batch_size=2, **FAST), [square_path, make_photo(48, 48)], mask=box_mask())
+
+
 def test_text_to_image_on_an_inpainting_model_masks_a_blank_picture(tiny_sd_inpainting):
     # as A1111: the whole picture is masked; bare diffusers' inpainting pipeline with a white mask, strength 1
     pipe = AutoPipelineForInpainting.from_pretrained(tiny_sd_inpainting)
