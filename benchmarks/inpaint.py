@@ -33,7 +33,8 @@ def engine_vs_bare(runs: int, steps: int) -> tuple[list[float], list[float], boo
     folder = build_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd")
     image, mask = make_photo(64, 64), Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 12, 44, 40))
-    engine = Engine(str(folder), device="cpu", dtype="float32")
+    # torch, as bare diffusers: the automatic backend would pick OpenVINO where its extra is installed
+    engine = Engine(str(folder), device="cpu", dtype="float32", backend="torch")
     bare = AutoPipelineForInpainting.from_pretrained(folder)
     bare.scheduler = EulerDiscreteScheduler.from_config(bare.scheduler.config)
     bare.set_progress_bar_config(disable=True)

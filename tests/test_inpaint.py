@@ -131,6 +131,32 @@ def test_an_inpainting_model_without_a_mask_repaints_everything(tiny_sd_inpainti
     assert result.image.size == (64, 64) and "Mask" not in result.infotexts[0]
 
 
+def test_one_mask_over_several_inputs_is_each_input_with_its_batch_seed(engine, square_path):
+    other = make_photo(64, 64, seed=4)
+    both = engine.run(Request("x", seed=20, batch_size=2, **FAST), [square_path, other], mask=box_mask())
+    assert both.seeds == [20, 21] and len(both.images) == len(both.infotexts) == 2
+    for image, seed, output in ((square_path, 20, both.images[0]), (other, 21, both.images[1])):
+        alone = engine.run(Request("x", seed=seed, **FAST), image, mask=box_mask())
+        assert output.tobytes() == alone.image.tobytes()
+    with pytest.raises(InvalidRequest, match="64x64 does not match the image's 48x48"):
+        engine.run(Request("x", batch_size=2, **FAST), [square_path, make_photo(48, 48)], mask=box_mask())
+
+
+def test_text_to_image_on_an_inpainting_model_masks_a_blank_picture(tiny_sd_inpainting):
+    # as A1111: the whole picture is masked; bare diffusers' inpainting pipeline with a white mask, strength 1
+    pipe = AutoPipelineForInpainting.from_pretrained(tiny_sd_inpainting)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(prompt="a red boat", image=Image.new("RGB", (64, 48)), mask_image=Image.new("L", (64, 48), 255),
+                    strength=1.0, num_inference_steps=4, guidance_scale=5.0, width=64, height=48,
+                    generator=torch.Generator("cpu").manual_seed(16)).images[0]
+    engine = Engine(str(tiny_sd_inpainting), device="cpu")
+    result = engine.text_to_image("a red boat", seed=16, steps=4, cfg_scale=5.0, sampler="Euler", width=64, height=48)
+    assert result.image.size == (64, 48) and result.image.tobytes() == expected.tobytes()
+    varied = engine.text_to_image("a red boat", seed=16, steps=4, subseed=3, subseed_strength=0.5, width=64, height=48)
+    assert varied.image.size == (64, 48) and varied.image.tobytes() != result.image.tobytes()
+
+
 def test_mask_round_off_keeps_the_blur_in_the_latent_mask(engine, square_path):
     soft = engine.transform(square_path, "x", mask=box_mask(), seed=9, mask_blur=8, mask_round=False, **FAST)
     hard = engine.transform(square_path, "x", mask=box_mask(), seed=9, mask_blur=8, **FAST)

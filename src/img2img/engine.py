@@ -6,6 +6,7 @@ torch and diffusers are imported inside methods so `import img2img` stays fast.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import secrets
 import threading
 import time
@@ -142,6 +143,8 @@ class Engine:
         import numpy as np
         import torch
 
+        if isinstance(image, (list, tuple)) and len(image) > 1 and mask is not None:
+            return self._run_each(request, list(image), mask, latent_mask, on_step)
         started = time.perf_counter()
         interrupts = self._interrupts  # an interrupt() from here on stops this run
         mode = choose_mode(request, image)
@@ -172,6 +175,9 @@ class Engine:
             self._stop_if_interrupted(interrupts)
             if mode == "img2img" and (repaint is not None or model.is_inpainting):
                 mode = "inpaint"
+            blank = mode == "txt2img" and model.is_inpainting  # A1111: a blank picture, all of it masked
+            if blank:
+                mode = "inpaint"
             latent_resize = loaded_image is not None and request.resize_mode == "latent" and repaint is None
             if latent_resize and mode == "inpaint":
                 raise InvalidRequest("resize_mode latent resizes latents, which an inpainting model's extra inputs "
@@ -183,6 +189,8 @@ class Engine:
             if loaded_image is None:
                 width, height = request.width or model.native, request.height or model.native
                 prepared, inputs = [], {"width": width, "height": height}
+                if blank:
+                    inputs["strength"] = 1.0
             elif masked is not None:
                 (width, height), prepared = masked.size, [masked.image]
                 inputs = {"strength": request.strength}
@@ -222,7 +230,8 @@ class Engine:
             if mode == "inpaint":
                 if not request.mask_round:  # keep the blurred mask's grey levels (A1111's mask_round off)
                     pipe.mask_processor = inpaint.soft_mask_processor(pipe.mask_processor)
-                inputs.update(inpaint.pipeline_args(pipe, request, prepared, masked, seeds, generators))
+                pictures = [inpaint.blank_picture((width, height))] if blank else prepared
+                inputs.update(inpaint.pipeline_args(pipe, request, pictures, masked, seeds, generators))
             if request.cfg_scale <= 1 and request.negative_prompt:
                 notices.append("negative prompt has no effect with CFG scale <= 1")
             # 7. LoRAs named in the prompts join the models for this request only; embeddings by name
@@ -281,6 +290,31 @@ class Engine:
                       device=self.device, dtype=self.dtype, width=width, height=height,
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
                       seconds=time.perf_counter() - started, subseeds=subseeds)
+
+    def _run_each(self, request: Request, images: list, mask, latent_mask, on_step) -> Result:
+        """Several input images with one mask (A1111 lays it over each): each is repainted on its own, with the
+        seed a batch would give it; one Result for all. Every input and the mask are checked first."""
+        request = self.prepare(request)
+        if len(images) != request.batch_size:
+            raise InvalidRequest(f"{len(images)} input images need batch_size {len(images)}, got "
+                                 f"{request.batch_size}", "batch_size")
+        for source in images:  # bad files or a mask of another size fail before anything runs
+            loaded = load_image(source, max_pixels=self.max_pixels, background=request.background)
+            inpaint.read_repaint(request, [source], loaded, mask, max_pixels=self.max_pixels, latent_mask=latent_mask)
+        first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        subseed = None
+        if request.subseed_strength > 0:
+            subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
+        seeds, subseeds = batch_seeds(first, len(images), subseed, request.subseed_strength)
+        results = [self.run(request.replace(batch_size=1, seed=seeds[i], subseed=subseeds[i] if subseeds else subseed),
+                            source, mask=mask, latent_mask=latent_mask, on_step=on_step)
+                   for i, source in enumerate(images)]
+        notices = list(dict.fromkeys(notice for result in results for notice in result.notices))
+        return dataclasses.replace(
+            results[0], images=[im for r in results for im in r.images], seeds=[s for r in results for s in r.seeds],
+            infotexts=[t for r in results for t in r.infotexts], nsfw=[f for r in results for f in r.nsfw],
+            subseeds=[s for r in results for s in r.subseeds], notices=notices,
+            seconds=sum(r.seconds for r in results), request=results[0].request.replace(batch_size=len(images)))
 
     def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step, interrupts: int):
         """Run the pipeline; the step-end callback reports progress, switches scheduled prompts, stops."""

@@ -55,9 +55,10 @@ def read_repaint(request: Request, sources: list, loaded_image, mask_source: Any
                              "latent_mask")
     if not check_repaint_options(request, mask_source is not None):
         return None
-    if loaded_image is None or len(sources) > 1:
-        what = "an input image" if loaded_image is None else "one input image, not several"
-        raise InvalidRequest(f"a mask (or mask_from_alpha, outpaint) needs {what}", "mask")
+    if loaded_image is None:
+        raise InvalidRequest("a mask (or mask_from_alpha, outpaint) needs an input image", "mask")
+    if len(sources) > 1:  # Engine.run repaints several inputs one by one, with a mask given as one
+        raise InvalidRequest("mask_from_alpha and outpaint work on one input image at a time", "mask")
     image = loaded_image.image
     if request.outpaint is not None:
         canvas, mask = masks.outpaint(image, request.outpaint)
@@ -98,6 +99,14 @@ def pipeline_args(pipe, request: Request, prepared: list, inputs: InpaintInputs 
     if inputs is not None and request.inpaint_fill in ("latent-noise", "latent-nothing"):
         args.update(latent_fill(pipe, inputs, request.inpaint_fill, seeds, generators))
     return args
+
+
+def blank_picture(size: tuple[int, int]):
+    """Text-to-image on an inpainting model: the picture it is given, all of it masked, so its pixels never reach
+    the model (the masked image is zero, as in A1111's text-to-image conditioning of inpainting models)."""
+    from PIL import Image
+
+    return Image.new("RGB", size, (128, 128, 128))
 
 
 def soft_mask_processor(processor):

@@ -150,7 +150,8 @@ def text_to_image_noise(pipe, width: int, height: int, seeds: list[int], subseed
     with its subseed's; strength 0 is exactly the pipeline's own noise."""
     import torch
 
-    shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    # the latent channels (an inpainting UNet takes 9 inputs, but its latents have the VAE's 4)
+    shape = (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     dtype = pipe.unet.dtype
 
     def draw(seed):

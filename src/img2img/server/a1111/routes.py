@@ -70,8 +70,8 @@ def router(service):
                     translated.latent_mask, resized = fit_mask(translated.latent_mask, translated.images[0],
                                                                "latent_mask")
                     translated.notices.extend(resized)
-                service.check_repaint(prepared, translated.images[0], translated.mask,
-                                      latent_mask=translated.latent_mask)
+                for image in translated.images:  # A1111 lays the mask over each init image
+                    service.check_repaint(prepared, image, translated.mask, latent_mask=translated.latent_mask)
             if translated.hires is not None and translated.hires.request is not None:
                 slot.engine.prepare(translated.hires.request, "img2img")
             return prepared
