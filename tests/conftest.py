@@ -44,6 +44,12 @@ def tiny_sd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sd_b(tmp_path_factory):
+    """A second tiny SD model with other random weights: a switch between models shows in the pixels."""
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-b", seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory):
     return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
 

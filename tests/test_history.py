@@ -1,4 +1,5 @@
 import threading
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -75,3 +76,41 @@ def test_concurrent_writers(tmp_path, result):
     entries = History(tmp_path).list(limit=None)
     assert len(entries) == 40 and len({e.image for e in entries}) == 40
     assert all(e.image.is_file() for e in entries)
+
+
+def test_many_concurrent_writers_never_lose_an_image_to_a_name_collision(tmp_path, result, monkeypatch):
+    """Names are time + seed + a random part; when two writers draw the same name in the same second, the
+    second one must take another name, not fail (or overwrite). Short random parts from a pool of four
+    make such collisions certain here."""
+    import random
+
+    import img2img.history as history_module
+
+    real = history_module.secrets.token_hex
+    pool = random.Random(3)
+    monkeypatch.setattr(history_module, "secrets", SimpleNamespace(
+        token_hex=lambda n: f"{pool.randrange(4):06x}" if n == 3 else real(n)))
+    monkeypatch.setattr(history_module.time, "strftime", lambda fmt, *a: "2024-01-01" if "%Y" in fmt else "120000")
+    histories = [History(tmp_path) for _ in range(4)]
+    errors = []
+    start = threading.Barrier(8)
+
+    def writer(history):
+        start.wait()
+        try:
+            for _ in range(5):
+                history.add(result)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(h,)) for h in histories for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    entries = History(tmp_path).list(limit=None)
+    assert len(entries) == 80 and len({e.image for e in entries}) == 80
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 80
+    for entry in entries:  # every file holds its own entry's image: nothing was overwritten
+        assert read_infotext(entry.image) == entry.infotext and f"Seed: {entry.seed}," in entry.infotext

@@ -2,13 +2,14 @@
 
 import base64
 import io
+import itertools
 import json
 import threading
+from contextlib import contextmanager
 
 import httpx
 import pytest
 import webuiapi
-from helpers import wait_for
 from PIL import Image
 
 from img2img.images import read_infotext
@@ -216,24 +217,41 @@ def in_thread(fn):
     return thread, box
 
 
+@contextmanager
+def unet_gate(server, call: int):
+    """Stop the running job at its `call`-th UNet evaluation until released, so the test acts while the job is
+    certainly running, at a known step (one UNet call per step: CFG runs both prompts in one batch)."""
+    reached, release, calls = threading.Event(), threading.Event(), itertools.count(1)
+
+    def hook(module, args):
+        if next(calls) == call:
+            reached.set()
+            assert release.wait(60)
+
+    handle = server.service.current.engine.load().pipe.unet.register_forward_pre_hook(hook)
+    try:
+        yield reached, release
+    finally:
+        release.set()
+        handle.remove()
+
+
 def test_progress_preview_then_interrupt_returns_what_finished(server, picture, engine):
-    payload = {"prompt": "x", "seed": 5, "steps": 400, "denoising_strength": 1.0, "init_images": [b64(picture)],
+    payload = {"prompt": "x", "seed": 5, "steps": 20, "denoising_strength": 1.0, "init_images": [b64(picture)],
                "width": 64, "height": 64}
-    # Before the job starts: loading waits for a running generation.
     latent_side = 64 // engine.load().pipe.vae_scale_factor  # the tiny VAE scales by 2, real ones by 8
-    thread, box = in_thread(lambda: post(server, payload))
-
-    def running():
+    # (asked before the job: loading waits for a running generation)
+    with unet_gate(server, call=2) as (reached, release):  # held in step 2: step 1 is done, its latents known
+        thread, box = in_thread(lambda: post(server, payload))
+        assert reached.wait(60)
         progress = httpx.get(server.url + "/sdapi/v1/progress").json()
-        return progress if progress["state"]["sampling_step"] > 0 and progress["current_image"] else None
-
-    progress = wait_for(running)
-    assert 0 < progress["progress"] < 1 and progress["state"]["sampling_steps"] == 400
-    preview = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
-    assert preview.size == (latent_side, latent_side) and preview.mode == "RGB"  # from the linear map
-    skipped = httpx.get(server.url + "/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
-    assert skipped["current_image"] is None
-    assert httpx.post(server.url + "/sdapi/v1/interrupt").status_code == 200
+        assert progress["state"]["sampling_step"] == 1 and progress["state"]["sampling_steps"] == 20
+        assert progress["progress"] == pytest.approx(1 / 20)
+        preview = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
+        assert preview.size == (latent_side, latent_side) and preview.mode == "RGB"  # from the linear map
+        skipped = httpx.get(server.url + "/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
+        assert skipped["current_image"] is None
+        assert httpx.post(server.url + "/sdapi/v1/interrupt").status_code == 200
     thread.join(30)
     response = box["value"]
     assert response.status_code == 200
@@ -243,14 +261,17 @@ def test_progress_preview_then_interrupt_returns_what_finished(server, picture, 
 
 
 def test_skip_moves_on_to_the_next_batch(server, picture):
-    payload = {"prompt": "x", "seed": 50, "steps": 40, "n_iter": 2, "denoising_strength": 1.0,
+    payload = {"prompt": "x", "seed": 50, "steps": 4, "n_iter": 2, "denoising_strength": 1.0,
                "init_images": [b64(picture)], "width": 64, "height": 64}
-    thread, box = in_thread(lambda: post(server, payload))
-    wait_for(lambda: httpx.get(server.url + "/sdapi/v1/progress").json()["state"]["sampling_step"] > 0)
-    assert httpx.post(server.url + "/sdapi/v1/skip").status_code == 200
+    with unet_gate(server, call=1) as (reached, release):  # held in the first batch
+        thread, box = in_thread(lambda: post(server, payload))
+        assert reached.wait(60)
+        assert httpx.post(server.url + "/sdapi/v1/skip").status_code == 200
     thread.join(60)
     info = json.loads(box["value"].json()["info"])
     assert info["all_seeds"] == [51] and not info["interrupted"]
+    second = post(server, {**payload, "seed": 51, "n_iter": 1})  # what ran is exactly the second batch
+    assert box["value"].json()["images"] == second.json()["images"]
 
 
 def test_still_healthy_after_all_that(server):

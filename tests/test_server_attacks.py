@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import wait_for
+from helpers import ServeProcess, wait_for
 from PIL import Image, PngImagePlugin
 
 from img2img.history import History
@@ -38,62 +38,20 @@ FILE_TYPES = {"image", "file", "gallery", "imageslider", "video", "audio", "mode
               "downloadbutton", "annotatedimage", "imageeditor", "multimodaltextbox", "dataset", "simpleimage"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Served:
-    """`img2img serve` in a subprocess on a free loopback port, its log in a file."""
+class Served(ServeProcess):
+    """`img2img serve` in a subprocess on a loopback port the system picks, its log in a file."""
 
     def __init__(self, folder: Path, model: Path, *args: str, env: dict | None = None):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.history = folder / "history"
         self.uploads = folder / "gradio"  # the server makes its private upload folder inside
-        self.log_path = folder / "server.log"
-        self.ui = None
-        command = [sys.executable, "-m", "img2img.cli", "serve", "--model", str(model), "--device", "cpu",
-                   "--port", str(self.port), "--history-dir", str(self.history), *args]
-        environment = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                           GRADIO_TEMP_DIR=str(self.uploads), **(env or {}))
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, env=environment, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=folder)
-        self.headers = {"Authorization": f"Bearer {env['IMG2IMG_API_KEY']}"} if env else {}
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # ready: answering, and done loading the model unless --lazy
-            assert self.process.poll() is None, "server exited:\n" + self.log_path.read_text()
-            try:
-                health = httpx.get(self.url + "/v1/health", headers=self.headers, timeout=2).json()
-                if health["model_loaded"] or "--lazy" in args:
-                    return
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("server did not start:\n" + self.log_path.read_text())
-
-    def log(self, since: int = 0) -> str:
-        """The server's output, from character `since` on (len(server.log()) marks a point)."""
-        return self.log_path.read_text(errors="replace")[since:]
+        self.ui = None  # the UI's config, read once (ui_config)
+        headers = {"Authorization": f"Bearer {env['IMG2IMG_API_KEY']}"} if env else {}
+        super().__init__(folder, "--model", str(model), "--history-dir", str(self.history), *args,
+                         env={"GRADIO_TEMP_DIR": str(self.uploads), **(env or {})}, headers=headers)
 
     def upload_folder(self) -> Path:
         (folder,) = [p for p in self.uploads.iterdir() if p.name.startswith("img2img-uploads-")]
         return folder
-
-    def health(self) -> dict:
-        return httpx.get(self.url + "/v1/health", headers=self.headers, timeout=1.0).json()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
 
 
 # Polls health from its own process, so the attack's threads in this one do not delay the measurement.

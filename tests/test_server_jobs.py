@@ -66,8 +66,10 @@ def test_job_of_a_departed_client_is_dropped_before_it_starts():
     queue.shutdown(wait=True, timeout=5)
 
 
-def steps_job(steps=200, parts=1):
-    """A fake generation: `parts` runs of `steps` steps, reporting progress like the engine does."""
+def steps_job(steps=None, parts=1, gate=None):
+    """A fake generation: `parts` runs of `steps` steps (None: endless, until interrupted), reporting progress
+    like the engine does. With a gate (step, reached, release), the first part stops after that step until
+    released: the test acts while the job is certainly running, at a known step."""
 
     def work(job):
         finished = []
@@ -76,9 +78,14 @@ def steps_job(steps=200, parts=1):
                 break
             job.start_part(part, parts)
             try:
-                for step in range(1, steps + 1):
-                    time.sleep(0.005)
-                    job.on_step(step, steps, None)
+                step = 0
+                while steps is None or step < steps:
+                    step += 1
+                    job.on_step(step, steps or 10**9, None)
+                    if gate and part == 0 and step == gate[0]:
+                        gate[1].set()
+                        assert gate[2].wait(10)
+                    time.sleep(0.001)
                 finished.append(part)
             except Interrupted:
                 if job.interrupted:
@@ -86,6 +93,10 @@ def steps_job(steps=200, parts=1):
         return finished
 
     return work
+
+
+def gate_at(step):
+    return step, threading.Event(), threading.Event()
 
 
 def wait_for(predicate, timeout=5.0):
@@ -97,11 +108,14 @@ def wait_for(predicate, timeout=5.0):
 
 def test_interrupt_stops_the_running_job_and_progress_is_reported():
     queue = JobQueue()
-    job = queue.submit(steps_job(steps=400, parts=3), label="fake")
-    wait_for(lambda: queue.progress().step > 2)
+    gate = gate_at(3)
+    job = queue.submit(steps_job(steps=400, parts=3, gate=gate), label="fake")
+    assert gate[1].wait(10)
     snapshot = queue.progress()
-    assert snapshot.label == "fake" and snapshot.total == 400 and 0 < snapshot.fraction < 1
+    assert snapshot.label == "fake" and (snapshot.step, snapshot.total, snapshot.part, snapshot.parts) == (3, 400, 0, 3)
+    assert snapshot.fraction == pytest.approx(3 / 400 / 3)
     assert queue.interrupt()
+    gate[2].set()
     assert job.future.result(5) == []
     assert queue.progress().job_id is None and not queue.interrupt()
     queue.shutdown(wait=True, timeout=5)
@@ -109,10 +123,12 @@ def test_interrupt_stops_the_running_job_and_progress_is_reported():
 
 def test_skip_abandons_only_the_current_part():
     queue = JobQueue()
-    job = queue.submit(steps_job(steps=100, parts=2))
-    wait_for(lambda: queue.progress().step > 2)
+    gate = gate_at(3)
+    job = queue.submit(steps_job(steps=20, parts=2, gate=gate))
+    assert gate[1].wait(10)
     assert queue.progress().part == 0
-    queue.skip()
+    assert queue.skip()
+    gate[2].set()
     assert job.future.result(10) == [1]
     queue.shutdown(wait=True, timeout=5)
 
@@ -131,7 +147,7 @@ def test_errors_reach_the_client_and_the_worker_survives():
 
 def test_shutdown_fails_waiting_jobs_refuses_new_ones_and_interrupts_after_grace():
     queue = JobQueue()
-    running = queue.submit(steps_job(steps=2000))
+    running = queue.submit(steps_job())  # endless: only an interrupt ends it
     wait_for(lambda: queue.progress().step > 0)
     waiting = queue.submit(lambda job: "never")
     queue.shutdown(grace=0.2)
@@ -139,6 +155,6 @@ def test_shutdown_fails_waiting_jobs_refuses_new_ones_and_interrupts_after_grace
         waiting.future.result(5)
     with pytest.raises(ShuttingDown):
         queue.submit(lambda job: "late")
-    assert running.future.result(5) == []  # interrupted after the grace period, well before 2000 steps
+    assert running.future.result(5) == []  # interrupted after the grace period
     queue.shutdown(wait=True, timeout=5)
     assert not queue._worker.is_alive()

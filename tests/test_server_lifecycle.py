@@ -1,16 +1,13 @@
 """The queue seen over HTTP (full -> 503, departed clients dropped), model loading states, and SIGTERM."""
 
 import base64
-import os
+import json
 import signal
-import socket
-import subprocess
-import sys
 import threading
 
 import httpx
 import pytest
-from helpers import wait_for
+from helpers import ServeProcess, wait_for
 
 from img2img.server.config import ServerConfig
 from img2img.server.runner import ServerThread
@@ -82,56 +79,37 @@ def test_job_of_a_client_that_hung_up_is_dropped_before_it_starts(server, square
     assert server.service.queue.completed == completed_before + 1  # only the holding job ran
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_sigterm_finishes_the_running_job_refuses_queued_ones_and_exits_0(tiny_sd, square_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "img2img.cli", "serve", "--model", str(tiny_sd), "--device", "cpu", "--port",
-         str(port), "--log-level", "warning", "--allow-image-urls"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+def test_sigterm_finishes_the_running_job_refuses_queued_ones_and_exits_0(tiny_sd, square_path, tmp_path):
+    server = ServeProcess(tmp_path, "--model", str(tiny_sd), "--no-ui", "--log-level", "warning",
+                          "--allow-image-urls")
+    url = server.url
     try:
-        def healthy():
-            try:
-                return httpx.get(url + "/v1/health", timeout=2).json()["model_loaded"]
-            except httpx.HTTPError:
-                assert process.poll() is None, process.stdout.read()
-                return False
-
-        wait_for(healthy, timeout=90)
         assert httpx.get(url + "/sdapi/v1/cmd-flags").json()["allow_image_urls"] is True  # the flag reached the app
         results = {}
 
         def call(name, **fields):
             try:
-                results[name] = httpx.post(url + "/sdapi/v1/img2img", json=payload(square_path, **fields), timeout=90)
+                results[name] = httpx.post(url + "/sdapi/v1/img2img", json=payload(square_path, **fields), timeout=120)
             except httpx.HTTPError as exc:
                 results[name] = exc
 
-        running = threading.Thread(target=call, args=("running",), kwargs={"steps": 60, "denoising_strength": 1.0})
+        # Long enough (200 steps) that it is still running when the signal comes a moment after it started,
+        # short enough to finish well within the default 30 s grace.
+        running = threading.Thread(target=call, args=("running",), kwargs={"steps": 200, "denoising_strength": 1.0})
         running.start()
         wait_for(lambda: httpx.get(url + "/sdapi/v1/progress").json()["state"]["sampling_step"] > 0)
         queued = threading.Thread(target=call, args=("queued",))
         queued.start()
         wait_for(lambda: httpx.get(url + "/v1/health").json()["queue"]["waiting"] == 1)
-        process.send_signal(signal.SIGTERM)
-        running.join(90)
-        queued.join(90)
-        assert process.wait(60) == 0
+        server.process.send_signal(signal.SIGTERM)
+        running.join(120)
+        queued.join(120)
+        assert server.process.wait(60) == 0
         finished = results["running"]
         assert finished.status_code == 200 and len(finished.json()["images"]) == 1
+        assert json.loads(finished.json()["info"])["interrupted"] is False
         assert results["queued"].status_code == 503 and "shutting down" in results["queued"].json()["detail"]
         with pytest.raises(httpx.ConnectError):
             httpx.get(url + "/v1/health", timeout=2)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        process.stdout.close()
-
+        server.stop()

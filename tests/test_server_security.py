@@ -57,7 +57,11 @@ def test_every_route_needs_credentials_when_auth_is_on(locked, path):
     {"Authorization": "Bearer wrong"},
     {"Authorization": "Bearer "},
     {"Authorization": "Bearer s3cret-key-and-more"},
+    {"Authorization": "Bearer S3CRET-KEY"},  # the key in other letter case
+    {"Authorization": "Bearer s3cret-Key"},
     basic("alice", "wrong"),
+    basic("Alice", "wonder:land"),  # user name and password are case-sensitive too
+    basic("alice", "Wonder:land"),
     basic("bob", "wonder:land"),
     {"Authorization": "Basic !!!"},
     {"Authorization": "s3cret-key"},

@@ -2,16 +2,12 @@
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers import ServeProcess
 from PIL import Image
 
 from img2img.history import History
@@ -66,11 +62,11 @@ def test_api_results_kept_in_history_only_when_asked(ui_client, square_path):
 def test_launch_inline_runs_the_ui(tiny_sd, tmp_path):
     import img2img.ui
 
-    port = free_port()
+    # No server_port: gradio binds the first free port of its range itself and says which one.
     blocks = img2img.ui.launch(str(tiny_sd), device="cpu", history_dir=str(tmp_path), server_name="127.0.0.1",
-                               server_port=port, prevent_thread_lock=True, quiet=True)
+                               prevent_thread_lock=True, quiet=True)
     try:
-        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).json()
+        config = httpx.get(f"http://127.0.0.1:{blocks.server_port}/config", timeout=30).json()
         assert config["title"] == "img2img"
         assert (tmp_path / "history.sqlite3").exists()
     finally:
@@ -80,42 +76,12 @@ def test_launch_inline_runs_the_ui(tiny_sd, tmp_path):
 # ---------------------------------------------------------------------------------------------- browser
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`img2img serve` as users start it, in a subprocess on a loopback port."""
+class Server(ServeProcess):
+    """`img2img serve` as users start it, in a subprocess on a loopback port the system picks."""
 
     def __init__(self, model: Path, history: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [str(Path(sys.executable).parent / "img2img"), "serve", "--model", str(model), "--device", "cpu",
-                   "--port", str(self.port), "--history-dir", str(history), "--log-level", "warning", *extra]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("server exited:\n" + self.process.stdout.read())
-            try:
-                if httpx.get(self.url + "/v1/health", timeout=2).json()["model_loaded"]:
-                    return
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        super().__init__(history.parent / f"server-{history.name}", "--model", str(model), "--history-dir",
+                         str(history), "--log-level", "warning", *extra)
 
 
 def open_page(browser, url):

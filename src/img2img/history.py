@@ -23,6 +23,7 @@ from .infotext import parse_infotext
 
 DB_NAME = "history.sqlite3"
 IMAGES_DIR = "images"
+NAME_ATTEMPTS = 20  # tries for a free image name before a last one with a long random part
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -122,11 +123,22 @@ class History:
         folder.mkdir(parents=True, exist_ok=True)
         entries = []
         for image, infotext, seed in zip(result.images, result.infotexts, result.seeds):
-            # A random part keeps names unique across threads and processes without a check-then-write race.
-            path = folder / f"{time.strftime('%H%M%S')}-{seed}-{secrets.token_hex(3)}.png"
-            write_atomically(encode_image(image, "PNG", infotext), path)
+            path = self._write_new(folder, f"{time.strftime('%H%M%S')}-{seed}", encode_image(image, "PNG", infotext))
             entries.append(self._insert(path, infotext, image.size, origin))
         return entries
+
+    @staticmethod
+    def _write_new(folder: Path, stem: str, data: bytes) -> Path:
+        """Write under a name no other writer holds: the final link is an exclusive create, and a name taken
+        meanwhile (another thread or process, same second and seed, same random part) means another try."""
+        for _ in range(NAME_ATTEMPTS - 1):
+            path = folder / f"{stem}-{secrets.token_hex(3)}.png"
+            try:
+                return write_atomically(data, path)
+            except OutputError:
+                if not path.exists():  # a real write error (disk full, permissions): no retry helps
+                    raise
+        return write_atomically(data, folder / f"{stem}-{secrets.token_hex(8)}.png")
 
     def _insert(self, path: Path, infotext: str, size: tuple[int, int], origin: str,
                 created: float | None = None) -> Entry:

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Any non-loopback address needs "
                                                "--api-key/--api-auth or --insecure."),
-    port: int = typer.Option(7860, help="Port to listen on."),
+    port: int = typer.Option(7860, help="Port to listen on; 0 picks a free one (the address is printed)."),
     model: list[str] | None = typer.Option(None, "--model", "-m",
                                               help="Model: alias, hub id, folder or .safetensors; repeatable. "
                                                    "The first is the current one. (default: sd21-base)"),
@@ -97,8 +97,11 @@ def serve(
         history_dir=history_dir, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,
         allow_image_urls=allow_image_urls,
     ).validate()
-    where = f"web UI at http://{host}:{port}/, API docs at /docs" if ui else f"http://{host}:{port} (docs at /docs)"
-    typer.echo(f"img2img server: {where}; models: {', '.join(specs) or 'sd21-base'}; "
-               f"auth: {'on' if config.auth_enabled else 'off'}; model loading: "
-               f"{'in the background now' if preload else 'on first use'}", err=True)
-    run_server(config, log_level=log_level)
+    details = (f"models: {', '.join(specs) or 'sd21-base'}; auth: {'on' if config.auth_enabled else 'off'}; "
+               f"model loading: {'in the background now' if preload else 'on first use'}")
+
+    def announce(url: str) -> None:  # the real address: with --port 0 the system picked the port
+        where = f"web UI at {url}/, API docs at /docs" if ui else "API docs at /docs"
+        typer.echo(f"img2img server: listening on {url}; {where}; {details}", err=True)
+
+    run_server(config, log_level=log_level, announce=announce)

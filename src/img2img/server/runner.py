@@ -99,15 +99,26 @@ def _uvicorn_config(app, config: ServerConfig, log_level: str):
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES)
 
 
-def run_server(config: ServerConfig, log_level: str = "info") -> None:
-    """Serve in the foreground until SIGTERM or Ctrl+C."""
+def listening_url(sock: socket.socket) -> str:
+    """http://host:port of a bound socket: the real port, also when port 0 let the system pick one."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_server(config: ServerConfig, log_level: str = "info", announce=None) -> None:
+    """Serve in the foreground until SIGTERM or Ctrl+C. `announce(url)` is called once the socket listens,
+    with the real address (with --port 0 the system picks a free port, so a caller learns it from here)."""
     from .app import create_app
 
     app = create_app(config)
-    server = _server_class()(_uvicorn_config(app, config, log_level))
+    uvicorn_config = _uvicorn_config(app, config, log_level)
+    sock = uvicorn_config.bind_socket()  # bound before announcing: the address printed is already taken
+    if announce is not None:
+        announce(listening_url(sock))
+    server = _server_class()(uvicorn_config)
     server.service = app.state.service
     server.grace = config.shutdown_grace
-    server.run()
+    server.run(sockets=[sock])
 
 
 class ServerThread:

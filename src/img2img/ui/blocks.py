@@ -96,14 +96,14 @@ def build_ui(service, history: History) -> gr.Blocks:
                         sampler = gr.Dropdown(list(SAMPLERS), value=profile.sampler, label="Sampler")
                         schedule = gr.Dropdown(list(SCHEDULES), value="Automatic", label="Schedule type")
                     model = gr.Dropdown(model_names, value=service.current.name, label="Model",
-                                        interactive=len(model_names) > 1)
+                                        interactive=len(model_names) > 1, elem_id="model")
                     with gr.Accordion("Size", open=False):
                         gr.Markdown("0 = automatic: the input's aspect ratio at the model's native area.")
                         with gr.Row():
                             width = gr.Number(value=0, precision=0, label="Width", step=8)
                             height = gr.Number(value=0, precision=0, label="Height", step=8)
                         resize_mode = gr.Radio(RESIZE_CHOICES, value="crop", label="Resize mode")
-                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size")
+                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="batch-size")
                     with gr.Accordion("LoRA, styles and embeddings", open=True):
                         with gr.Row():
                             lora_pick = gr.Dropdown(_lora_names(service), label="LoRA", elem_id="lora-picker",
