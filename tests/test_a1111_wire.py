@@ -19,8 +19,9 @@ from img2img.testing import make_photo
 
 
 @pytest.fixture
-def service(tiny_sd, tmp_path):
-    running = Service(ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, history_dir=str(tmp_path)))
+def service(tmp_path):
+    # Translation reads the model's defaults and names but never loads it: a model alias is enough.
+    running = Service(ServerConfig(models=["sd21-base"], device="cpu", ui=False, history_dir=str(tmp_path)))
     attach_options(running)
     yield running
     running.queue.shutdown(grace=0)

@@ -77,3 +77,58 @@ def test_infotext_over_the_limit_is_refused():
     with pytest.raises(InvalidRequest, match="infotext is 65,537 characters long; the limit is 65,536") as info:
         parse_infotext("x" * (MAX_INFOTEXT_CHARS + 1))
     assert info.value.field == "infotext"
+
+
+def test_every_recorded_field_comes_back_with_its_type():
+    params = {"Steps": 30, "Sampler": "Euler a", "Schedule type": "Uniform", "CFG scale": 4.5, "Seed": 9,
+              "Size": "640x384", "Model hash": "0123456789", "Model": "m", "Denoising strength": 0.4,
+              "Variation seed": 77, "Variation seed strength": 0.25, "Clip skip": 2, "Eta": 0.5,
+              "Sigma churn": 0.1, "Sigma tmin": 0.2, "Sigma tmax": 9.5, "Sigma noise": 1.003,
+              "Resize mode": "fill", "Keep size": True, "Background": "#102030", "Color correction": True,
+              "Tiling": False}
+    fields = fields_from_infotext(format_infotext("p", "n", params))
+    assert fields == {
+        "prompt": "p", "negative_prompt": "n", "steps": 30, "cfg_scale": 4.5, "seed": 9, "strength": 0.4,
+        "subseed": 77, "subseed_strength": 0.25, "clip_skip": 2, "eta": 0.5, "s_churn": 0.1, "s_tmin": 0.2,
+        "s_tmax": 9.5, "s_noise": 1.003, "sampler": "Euler a", "scheduler": "Uniform", "resize_mode": "fill",
+        "background": "#102030", "model": "m", "model_hash": "0123456789", "width": 640, "height": 384,
+        "keep_size": True, "color_correction": True, "tiling": False}
+    assert [type(fields[k]) for k in ("steps", "seed", "subseed", "clip_skip", "width", "cfg_scale", "eta")] == [
+        int, int, int, int, int, float, float]
+    assert fields_from_infotext("p\nSteps: 5, Seed: 1, Eta DDIM: 0.3")["eta"] == 0.3  # A1111's DDIM spelling
+    assert fields_from_infotext("p\nSteps: 5, Seed: 1, Tiling:  TRUE ")["tiling"] is True
+    assert fields_from_infotext("p\nSteps: 5, Seed: 1, Model: m") == {
+        "prompt": "p", "negative_prompt": "", "steps": 5, "seed": 1, "model": "m"}  # absent keys left out
+
+
+@pytest.mark.parametrize("line, key, message", [
+    ("Steps: many, Seed: 1, Model: m", "Steps", "stored parameters: Steps is 'many', not a int"),
+    ("Steps: 5, CFG scale: high, Model: m", "CFG scale", "CFG scale is 'high', not a float"),
+    ("Steps: 5, Seed: 1, Size: 512", "Size", "Size is '', not a int"),
+    ("Steps: 5, Seed: 1, Size: wide x 512", "Size", "Size is 'wide ', not a int"),
+])
+def test_unreadable_numbers_name_the_key(line, key, message):
+    with pytest.raises(InvalidRequest, match=message) as info:
+        fields_from_infotext("p\n" + line)
+    assert info.value.field == key
+
+
+def test_values_are_written_as_a1111_writes_them():
+    text = format_infotext("p", "", {"A": 7.0, "B": 0.1 + 0.2, "C": 1e-7, "D": "x\ny", "E": "k: v", "F": 3,
+                                     "G": True, "H": 2.5})
+    assert text == 'p\nA: 7, B: 0.30000000000000004, C: 1e-07, D: "x\\ny", E: "k: v", F: 3, G: True, H: 2.5'
+    assert parse_infotext(text)[2]["D"] == "x\ny"
+
+
+def test_prompt_and_negative_lines():
+    assert parse_infotext("a\nb\nNegative prompt:  c\nd\nSteps: 1, Seed: 2, Size: 8x8") == (
+        "a\nb", "c\nd", {"Steps": "1", "Seed": "2", "Size": "8x8"})
+    # a second "Negative prompt:" line belongs to the negative prompt, not a new one
+    assert parse_infotext("a\nNegative prompt: b\nNegative prompt: c")[:2] == ("a", "b\nNegative prompt: c")
+    # two pairs are not enough for a parameter line: it stays part of the prompt (as in A1111)
+    assert parse_infotext("a\nStyle: x, Mood: y") == ("a\nStyle: x, Mood: y", "", {})
+    assert parse_infotext("\n  a\nSteps: 1, Seed: 2, Size: 8x8  \n")[0] == "a"
+    # a quoted value that is not valid JSON is kept as written
+    assert parse_infotext('a\nSteps: 1, Seed: 2, Note: "\\q"')[2]["Note"] == '"\\q"'
+    assert parse_infotext('a\nSteps: 1, Seed: 2, Note: " x "')[2]["Note"] == " x "
+    assert parse_infotext('a\nSteps: 1, Seed: 2, Note: "')[2]["Note"] == '"'

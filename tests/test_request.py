@@ -94,3 +94,74 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
         [int, float, float, bool]
     with pytest.raises(InvalidRequest, match="steps must be a whole number"):
         Request(prompt="x", steps=np.float32(2.5)).normalized().validate()
+
+
+def test_every_limit_is_inclusive():
+    """The documented ranges include both ends: a `<` for `<=` (or a limit off by one) refuses a valid value."""
+    from img2img.request import MAX_SEED
+
+    lowest = Request(prompt="", strength=1.0, steps=1, cfg_scale=0, seed=0, subseed=0, subseed_strength=0.0,
+                     clip_skip=1, width=8, height=8, batch_size=1, eta=0.0, s_churn=0.0, s_tmin=0.0, s_tmax=0.0,
+                     s_noise=0.0)
+    highest = Request(prompt="", strength=1.0, steps=500, cfg_scale=50, seed=MAX_SEED, subseed=MAX_SEED,
+                      subseed_strength=1.0, clip_skip=12, width=4096, height=4096, batch_size=64, eta=1e9)
+    assert lowest.validate() is lowest and highest.validate() is highest
+    assert lowest.effective_steps == 1 and highest.effective_steps == 500
+
+
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        ({"steps": 501}, "steps", "steps must be between 1 and 500, got 501"),
+        ({"steps": True}, "steps", "steps must be a whole number, got True"),
+        ({"cfg_scale": 50.5}, "cfg_scale", r"cfg_scale must be in \[0, 50\], got 50.5"),
+        ({"cfg_scale": "7"}, "cfg_scale", "cfg_scale must be a number, got '7'"),
+        ({"strength": True}, "strength", "strength must be a number, got True"),
+        ({"seed": -2}, "seed", r"seed must be between 0 and 4294967295 \(or -1/None for a random seed\), got -2"),
+        ({"seed": True}, "seed", "seed must be a whole number"),
+        ({"subseed": 2**32}, "subseed", r"subseed must be between 0 and 4294967295 \(or -1/None for a random one\)"),
+        ({"subseed_strength": 1.01}, "subseed_strength", r"subseed_strength must be in \[0, 1\], got 1.01"),
+        ({"subseed_strength": -0.5}, "subseed_strength", "got -0.5"),
+        ({"clip_skip": 0}, "clip_skip", "clip_skip must be between 1 and 12, got 0"),
+        ({"clip_skip": 13}, "clip_skip", "clip_skip must be between 1 and 12, got 13"),
+        ({"styles": [1]}, "styles", r"styles must be a list of style names, got \(1,\)"),
+        ({"styles": {"a"}}, "styles", "styles must be a list of style names"),
+        ({"color_correction": 1}, "color_correction", "color_correction must be a bool, got 1"),
+        ({"keep_size": "yes"}, "keep_size", "keep_size must be a bool, got 'yes'"),
+        ({"tiling": None}, "tiling", "tiling must be a bool, got None"),
+        ({"height": 4097}, "height", "height must be between 8 and 4096, got 4097"),
+        ({"height": 12}, "height", "height must be a multiple of 8, got 12"),
+        ({"width": 7}, "width", "width must be between 8 and 4096, got 7"),
+        ({"batch_size": 65}, "batch_size", "batch_size must be between 1 and 64, got 65"),
+        ({"resize_mode": 3}, "resize_mode", "resize_mode must be one of stretch, crop, fill"),
+        ({"resize_mode": True}, "resize_mode", "got True"),
+        ({"background": None}, "background", "background must be a colour name or #rrggbb, got None"),
+        ({"background": 7}, "background", "got 7"),
+        ({"negative_prompt": None}, "negative_prompt", "negative_prompt must be a str, got None"),
+    ]
+    + [({name: -0.1}, name, rf"{name} must be in \[0, inf\], got -0.1") for name in
+       ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise")],
+)
+def test_each_field_is_checked_by_name(changes, field, message):
+    request = Request(prompt="x", steps=20).replace(**changes).normalized()
+    with pytest.raises(InvalidRequest, match=message) as info:
+        request.validate()
+    assert info.value.field == field
+
+
+def test_normalized_spellings():
+    request = Request(prompt="", seed=-1, subseed=-1, styles="one", resize_mode=" Stretch ").normalized()
+    assert (request.seed, request.subseed, request.styles, request.resize_mode) == (None, None, ("one",), "stretch")
+    assert Request(prompt="", styles=["a", "b"]).normalized().styles == ("a", "b")
+    assert Request(prompt="", resize_mode=" 2 ").normalized().resize_mode == "fill"
+    assert Request(prompt="", resize_mode="7").normalized().resize_mode == "7"  # left for validate to refuse
+    assert Request(prompt="", resize_mode=True).normalized().resize_mode is True  # a bool is not mode 1
+    assert Request(prompt="", seed=True).normalized().seed is True  # nor is it -1
+    assert Request(prompt="", seed=0, subseed=5).normalized().subseed == 5
+    unchanged = Request(prompt="", resize_mode=5)
+    assert unchanged.normalized() is unchanged
+
+
+def test_effective_steps_without_steps_is_zero():
+    assert Request(prompt="", strength=0.5).effective_steps == 0
+    assert Request(prompt="", strength=0.5, steps=9).effective_steps == 4
