@@ -272,3 +272,168 @@ def test_options_are_checked_kept_and_read_back(tmp_path):
     assert Options(tmp_path).get("send_seed") is False  # a refused write changes nothing
     (tmp_path / OPTIONS_FILE).write_text("{not json")
     assert Options(tmp_path).get("send_seed") is True  # unreadable: A1111's defaults, not a crash
+
+
+def test_sizes_zero_and_one_sided(service):
+    automatic = img2img(service, width=0, height=-1)
+    assert (automatic.request.width, automatic.request.height, automatic.output_size) == (None, None, None)
+    assert automatic.notices == []
+    one_side = img2img(service, width=100)
+    assert (one_side.request.width, one_side.request.height, one_side.output_size) == (104, None, None)
+    assert one_side.notices == ["width 100 is not a multiple of 8: generated at 104"]
+    both = img2img(service, width=333, height=256)
+    assert both.output_size == (333, 256) and both.notices == [
+        "width 333 is not a multiple of 8: generated at 336", "the images were resized to the requested 333x256"]
+    assert img2img(service, width=4, height=8).request.width == 8  # at least one multiple
+
+
+@pytest.mark.parametrize("fields, name, message", [
+    ({"batch_size": 0}, "batch_size", "batch_size must be at least 1, got 0"),
+    ({"n_iter": 0}, "n_iter", "n_iter must be at least 1, got 0"),
+    ({"denoising_strength": 0}, "denoising_strength", r"denoising_strength must be in \(0, 1\], got 0"),
+    ({"denoising_strength": 1.5}, "denoising_strength", r"denoising_strength must be in \(0, 1\], got 1.5"),
+    ({"init_images": []}, "init_images", "init_images: an init image is required"),
+    ({"seed_resize_from_h": 32, "height": 64}, "seed_resize_from_h",
+     r"seed_resize_from_h: resizing the seed \(seed_resize_from_h\) is not supported"),
+    ({"firstpass_image": "abc"}, "firstpass_image", "firstpass_image: a given first-pass image is not supported"),
+    ({"initial_noise_multiplier": 0}, "initial_noise_multiplier",
+     "initial_noise_multiplier: an initial noise multiplier is not supported yet"),
+    ({"override_settings": {"sd_model_checkpoint": 3}}, "override_settings.sd_model_checkpoint",
+     "override_settings.sd_model_checkpoint: expected a model title"),
+    ({"override_settings": {"face_restoration": True}}, "override_settings.face_restoration",
+     r"override_settings.face_restoration: face restoration is not available \(got True\)"),
+])
+def test_img2img_values_refused_by_name(service, fields, name, message):
+    with pytest.raises(InvalidRequest, match=f"^{message}$") as error:
+        img2img(service, **fields)
+    assert error.value.field == name
+
+
+def test_refusal_messages_name_what_was_sent(service):
+    with pytest.raises(InvalidRequest, match=r"^script_name: scripts are not available \(got 'x/y/z plot'\)$"):
+        img2img(service, script_name="x/y/z plot")
+    with pytest.raises(InvalidRequest, match=r"^alwayson_scripts: extensions are not available \(got a, b\)$"):
+        img2img(service, alwayson_scripts={"a": {}, "b": {}})
+    with pytest.raises(InvalidRequest, match="^hr_checkpoint_name: a separate hires-fix checkpoint"):
+        txt2img(service, enable_hr=True, hr_checkpoint_name="other.safetensors", denoising_strength=0.5)
+    with pytest.raises(InvalidRequest, match=r"^denoising_strength must be in \[0, 1\] for the hires fix, got 1.5"):
+        txt2img(service, enable_hr=True, denoising_strength=1.5)
+    accepted = [img2img(service, script_args=[1, 2]), img2img(service, initial_noise_multiplier=1.0),
+                img2img(service, seed_resize_from_w=-1, seed_resize_from_h=0),
+                txt2img(service, hr_checkpoint_name="other"),  # without enable_hr it does nothing
+                txt2img(service, enable_hr=True, hr_checkpoint_name="Use same checkpoint", denoising_strength=0.5),
+                txt2img(service, s_min_uncond=0)]
+    assert all(t.request is not None for t in accepted)
+
+
+def test_one_step_strength_is_the_smallest_that_runs_a_step(service):
+    translated = img2img(service, steps=3, denoising_strength=0.2)
+    assert translated.request.strength == 1 / 3 and translated.request.effective_steps == 1
+    assert translated.notices == ["steps x denoising_strength = 3 x 0.2 is below one step: ran one denoising step "
+                                  "(strength 0.333333), as A1111 does"]
+    odd = img2img(service, steps=7, denoising_strength=0.1).request
+    assert odd.effective_steps == 1 and 1 / 7 <= odd.strength < 1 / 7 + 1e-15
+    assert img2img(service, steps=1, denoising_strength=0.5).request.strength == 1.0
+    assert img2img(service, steps=4, denoising_strength=0.25).request.strength == 0.25  # one step: unchanged
+
+
+def test_fix_steps_caps_strength_near_one(service):
+    service.a1111_options.update({"img2img_fix_steps": True})
+    assert img2img(service, steps=10, denoising_strength=1.0).request.steps == 10  # 10 / 0.999 -> 10
+    assert img2img(service, steps=9, denoising_strength=0.3).request.steps == 30
+
+
+def test_server_settings_reach_the_request(service):
+    assert img2img(service).request.background == "white"
+    service.a1111_options.update({"img2img_background_color": "#FFF"})
+    assert img2img(service).request.background == "white"
+    service.a1111_options.update({"img2img_background_color": "#102030", "tiling": True, "s_churn": 0.5,
+                                  "s_tmax": 0.0, "s_noise": 0.9, "s_tmin": 0.1, "img2img_color_correction": True})
+    request = img2img(service, sampler_name="Euler").request
+    assert (request.background, request.tiling, request.s_churn, request.s_tmax, request.s_noise, request.s_tmin,
+            request.color_correction) == ("#102030", True, 0.5, None, 0.9, 0.1, True)
+    assert img2img(service, tiling=False, s_churn=0.25, s_tmax=3.0).request.tiling is False
+    given = img2img(service, s_churn=0.25, s_tmax=3.0).request
+    assert (given.s_churn, given.s_tmax) == (0.25, 3.0)
+    assert txt2img(service).request.color_correction is False  # colour correction needs an input image
+    assert img2img(service).request.eta is None  # A1111's default eta is not passed on
+
+
+def test_eta_comes_from_the_setting_of_its_sampler_family(service):
+    service.a1111_options.update({"eta_ddim": 0.4, "eta_ancestral": 1.0})
+    assert img2img(service, sampler_name="DDIM").request.eta == 0.4
+    assert img2img(service, sampler_name="Euler a").request.eta is None  # eta_ancestral at its default
+    service.a1111_options.update({"eta_ddim": 0.0, "eta_ancestral": 0.7})
+    assert img2img(service, sampler_name="DDIM").request.eta is None
+    assert img2img(service, sampler_name="Euler a").request.eta == 0.7
+    assert img2img(service, sampler_name="Euler a", eta=0.2).request.eta == 0.2
+
+
+def test_model_choice_and_whether_it_sticks(service):
+    plain = img2img(service)
+    assert (plain.model, plain.sticky_model, plain.parts) == (None, False, 1)
+    once = img2img(service, override_settings={"sd_model_checkpoint": "sd21-base"}, n_iter=3)
+    assert (once.model, once.sticky_model, once.parts) == ("sd21-base", False, 3)
+    kept = img2img(service, override_settings={"sd_model_checkpoint": "sd21-base"},
+                   override_settings_restore_afterwards=False)
+    assert (kept.model, kept.sticky_model) == ("sd21-base", True)
+    assert kept.notices == [] and once.notices == []
+
+
+def test_infotext_names_a_model_and_a_resize_mode(service):
+    offered = img2img(service, infotext="p\nSteps: 5, Seed: 1, Model: sd21-base, Resize mode: fill")
+    assert (offered.model, offered.request.resize_mode, offered.notices) == ("sd21-base", 2, [])  # A1111's number
+    other = img2img(service, infotext="p\nSteps: 5, Seed: 1, Model: elsewhere, Resize mode: stretch")
+    assert (other.model, other.request.resize_mode) == (None, 0)
+    assert other.notices == ["the infotext names model 'elsewhere', which this server does not offer; the current "
+                             "model was used"]
+    assert img2img(service, infotext="p\nSteps: 5, Seed: 1, Resize mode: crop", resize_mode=2).request.resize_mode \
+        == 2  # a given field wins over the infotext
+    assert img2img(service, infotext="Steps: 5, Seed: 1, Size: 64x64", prompt="").request.prompt == ""
+
+
+def test_extra_networks_can_be_removed_from_the_prompts(service):
+    translated = txt2img(service, prompt="a cat <lora:ink:0.5>", negative_prompt="blur <lora:bad:1>",
+                         disable_extra_networks=True)
+    assert (translated.request.prompt.strip(), translated.request.negative_prompt.strip()) == ("a cat", "blur")
+    assert translated.notices == ["disable_extra_networks: removed <lora:ink:0.5>, <lora:bad:1>"]
+    kept = txt2img(service, prompt="a cat <lora:ink:0.5>")
+    assert kept.request.prompt == "a cat <lora:ink:0.5>" and kept.notices == []
+    assert txt2img(service, prompt="plain", disable_extra_networks=True).notices == []
+
+
+def test_hires_second_pass_request(service):
+    hires = txt2img(service, enable_hr=True, hr_scale=1.5, denoising_strength=0.4, steps=6, width=64, height=48,
+                    hr_prompt="sharp", hr_negative_prompt="soft", hr_sampler_name="Euler", hr_scheduler="Karras",
+                    prompt="first", negative_prompt="neg", sampler_name="DDIM")
+    second = hires.hires.request
+    assert (second.prompt, second.negative_prompt, second.sampler, second.scheduler) == ("sharp", "soft", "Euler",
+                                                                                         "Karras")
+    assert (second.steps, second.effective_steps, second.strength, second.resize_mode) == (15, 6, 0.4, "stretch")
+    assert (second.width, second.height) == (None, None) and hires.output_size is None
+    assert hires.hires.size(64, 48) == (96, 72)
+    assert hires.hires.params == {"Hires upscale": 1.5, "Hires upscaler": "Latent", "Hires sampler": "Euler",
+                                  "Hires prompt": "sharp", "Hires negative prompt": "soft"}
+    assert hires.request.prompt == "first" and hires.request.sampler == "DDIM"
+    assert "hr_upscaler Latent: upscaled in pixel space (bicubic), not in latent space" in hires.notices
+    same = txt2img(service, enable_hr=True, denoising_strength=0.5, sampler_name="Euler a", scheduler="Karras",
+                   hr_sampler_name="Use same sampler", hr_scheduler="Use same scheduler", hr_upscaler="Lanczos")
+    assert (same.hires.request.sampler, same.hires.request.scheduler) == ("Euler a", "Karras")
+    assert same.hires.request.prompt == "x" and same.notices == []
+    assert "Hires sampler" not in same.hires.params
+    only_schedule = txt2img(service, enable_hr=True, denoising_strength=0.5, sampler_name="Euler",
+                            hr_scheduler="Exponential").hires.request
+    assert (only_schedule.sampler, only_schedule.scheduler) == ("Euler", "Exponential")
+
+
+def test_hires_sizes(service):
+    by_y = txt2img(service, enable_hr=True, hr_resize_y=100, denoising_strength=0.5).hires
+    assert by_y.size(64, 48) == (136, 104)  # width from the ratio: 133.3 -> 136
+    both = txt2img(service, enable_hr=True, hr_resize_x=90, hr_resize_y=70, denoising_strength=0.5).hires
+    assert both.size(64, 48) == (88, 72) and both.params.get("Hires upscale") is None
+    scaled = txt2img(service, enable_hr=True, hr_scale=1.25, denoising_strength=0.5).hires
+    assert scaled.size(60, 44) == (72, 56)  # 75 -> 72, 55 -> 56
+    only_width = txt2img(service, enable_hr=True, width=128, height=96, firstphase_width=64,
+                         denoising_strength=0.5)
+    assert (only_width.request.width, only_width.request.height) == (64, 96)
+    assert only_width.hires.resize == (128, 96)

@@ -166,3 +166,117 @@ def test_stale_temp_files_are_removed(tmp_path):
     keep = [touch(tmp_path / "x.png"), touch(tmp_path / ".notes.tmp"), touch(tmp_path / ".x.png.short.tmp")]
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert all(path.exists() for path in keep) and not stale.exists()
+
+
+def test_single_file_glob_and_empty_sources(tmp_path, tree):
+    (only,) = collect_items(tree / "b.png")
+    assert (only.key, only.input, only.row, only.label) == ("b", str(tree / "b.png"), None, str(tree / "b.png"))
+    with pytest.raises(InvalidRequest, match=r"nothing to do: .*\*\.gif \(the pattern matches no files\)"):
+        collect_items(str(tree / "*.gif"))
+    (tree / "sub" / "deeper" / "e.jpeg").unlink()
+    (tree / "sub" / "d.png").unlink()
+    with pytest.raises(InvalidRequest, match=r"nothing to do: .*sub \(no image files\)$") as info:
+        collect_items(tree / "sub", recursive=True)  # no --recursive hint when it was given
+    assert info.value.field == "source"
+    header_only = tmp_path / "m.csv"
+    header_only.write_text("image,prompt\n")
+    with pytest.raises(InvalidRequest, match=r"m\.csv \(the manifest has no rows\)"):
+        collect_items(header_only)
+    header_only.write_text("")
+    with pytest.raises(InvalidRequest, match="the manifest has no rows"):
+        collect_items(header_only)
+
+
+def test_glob_skips_folders_and_the_output_folder(tree):
+    (tree / "out").mkdir()
+    touch(tree / "out" / "z.png")
+    (tree / "dir.png").mkdir()  # a folder whose name matches the pattern
+    items = collect_items(str(tree / "*.png"), exclude=tree / "out")
+    assert [i.key for i in items] == ["b"]
+    assert [i.key for i in collect_items(str(tree / "*" / "*.png"), exclude=tree / "out")] == ["sub/d"]
+    assert [i.key for i in collect_items(str(tree / "*" / "*.png"))] == ["out/z", "sub/d"]
+
+
+def test_folder_skips_hidden_folders_and_non_files(tree):
+    touch(tree / ".cache" / "f.png")
+    (tree / "folder.png").mkdir()
+    assert [i.key for i in collect_items(tree, recursive=True)] == ["a", "b", "c", "sub/d", "sub/deeper/e"]
+
+
+def test_manifest_image_columns_keys_and_numbers(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"input": "c.png", "path": "b.png", "image": "a.png"},  # `image` wins over `path` and `input`
+            {"input": "in.png", "path": "p.png"},
+            {"input": "sub\\win.png"},  # Windows separators
+            {"input": "../outside/far.png"},  # outside the manifest's folder: just the name
+            {"input": "/abs/where.png", "seed": 3.0, "strength": "0.25"},
+            {"input": "s.png", "seed": " 12 ", "strength": 1, "prompt": "", "output": "x/y.jpeg"}]
+    manifest.write_text("\ufeff" + "\n".join(json.dumps(r) for r in rows) + "\n")  # with a byte-order mark
+    items = {i.row: i for i in collect_items(manifest, ext=".jpg")}
+    assert [(items[n].key, items[n].input) for n in range(1, 6)] == [
+        ("a", str(tmp_path / "a.png")), ("p", str(tmp_path / "p.png")), ("sub/win", str(tmp_path / "sub\\win.png")),
+        ("far", str(tmp_path / "../outside/far.png")), ("where", "/abs/where.png")]
+    assert (items[5].seed, type(items[5].seed), items[5].strength) == (3, int, 0.25)
+    assert (items[6].key, items[6].seed, items[6].strength, type(items[6].strength), items[6].prompt) == (
+        "x/y", 12, 1.0, float, None)  # an empty prompt is "not given"
+    assert items[6].label == f"row 6 ({tmp_path / 's.png'})"
+
+
+@pytest.mark.parametrize("output, ext, key", [("a.png", ".png", "a"), ("a.jpeg", ".jpg", "a"), ("a.JPG", ".jpg", "a"),
+                                              ("dir/a", ".png", "dir/a"), ("./a.png", ".png", "a"),
+                                              ("a.b.c", ".png", "a.b.c"), ("sub\\a.webp", ".webp", "sub/a")])
+def test_output_column_keys(tmp_path, output, ext, key):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": "x.png", "output": output}) + "\n")
+    assert collect_items(manifest, ext=ext)[0].key == key
+
+
+@pytest.mark.parametrize("row, field, message", [
+    ({"output": "   "}, "output", "row 1: output must be a file name"),
+    ({"output": 5}, "output", "row 1: output must be a file name, got 5"),
+    ({"output": "."}, "output", r"row 1: output must be a file name, got '\.'"),
+    ({"output": ".png"}, "output", r"hidden names \(starting with \.\) are not allowed"),
+    ({"output": "a/.b/c"}, "output", "hidden names"),
+    ({"output": "a/../../b"}, "output", "must stay inside the output folder"),
+    ({"output": "..\\b"}, "output", "must stay inside the output folder"),
+    ({"output": "a.jpeg"}, "output", r"does not match the output format \(\.png\)"),
+    ({"output": "a.webp"}, "output", "does not match"),
+    ({"seed": True}, "seed", "row 1: seed must be a number, got True"),
+    ({"seed": [1]}, "seed", r"row 1: seed must be a whole number, got \[1\]"),
+    ({"seed": "x"}, "seed", "row 1: seed must be a whole number, got 'x'"),
+    ({"strength": "x"}, "strength", "row 1: strength must be a number, got 'x'"),
+    ({"strength": None, "prompt": 3}, "prompt", "row 1: prompt must be text, got 3"),
+    ({"negative_prompt": ["a"]}, "negative_prompt", "row 1: negative_prompt must be text"),
+])
+def test_row_values_are_checked_by_name(tmp_path, row, field, message):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": "x.png", **row}) + "\n")
+    with pytest.raises(InvalidRequest, match=message) as info:
+        collect_items(manifest)
+    assert info.value.field == field
+
+
+def test_unknown_column_message_lists_the_known_ones(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"image": "a.png", "sede": 1}\n')
+    with pytest.raises(InvalidRequest, match=r"row 1: unknown column 'sede'; expected image \(or path\), prompt, "
+                                             r"negative_prompt, strength, seed, output$") as info:
+        collect_items(manifest)
+    assert info.value.field == "manifest"
+
+
+def test_csv_cells_are_trimmed_in_the_header_only(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(" image , prompt \na.png, a fox \n,\n")
+    (item,) = collect_items(manifest)
+    assert (item.key, item.prompt, item.row) == ("a", " a fox ", 2)
+
+
+def test_collisions_are_checked_on_every_numbered_name(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,output\na.png,snow\nb.png,Snow\n")
+    items = collect_items(manifest, ext=".webp")
+    with pytest.raises(InvalidRequest, match=r"^row 3 \(.*b\.png\) and row 2 \(.*a\.png\) would both write "
+                                             r"snow-1\.webp; rename one") as info:
+        check_unique_outputs(items, 2, ".webp")
+    assert info.value.field == "output"

@@ -2,6 +2,7 @@ import pytest
 
 from img2img.geometry import (
     MAX_SIDE,
+    ResizePlan,
     automatic_min_side,
     native_area_size,
     plan_resize,
@@ -148,3 +149,28 @@ def test_crop_box_is_never_empty():
 )
 def test_restore_box(source, target, mode, box):
     assert restore_box(plan_resize(source, target, mode)) == box
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("stretch", ResizePlan((101, 50), (64, 64), (0, 0, 101, 50), (64, 64), (0, 0))),
+    ("crop", ResizePlan((101, 50), (64, 64), (25, 0, 75, 50), (64, 64), (0, 0))),  # odd margin: whole pixels
+    ("fill", ResizePlan((101, 50), (64, 64), (0, 0, 101, 50), (64, 32), (0, 16))),
+])
+def test_whole_plans(mode, expected):
+    plan = plan_resize((101, 50), (64, 64), mode)
+    assert plan == expected and all(isinstance(v, int) for part in (plan.crop, plan.offset) for v in part)
+
+
+def test_crop_of_an_odd_tall_margin_is_whole_pixels():
+    assert plan_resize((50, 101), (64, 64), "crop").crop == (0, 25, 50, 75)
+
+
+@pytest.mark.parametrize("source, scaled, offset", [((1000, 1), (64, 1), (0, 31)), ((1, 1000), (1, 64), (31, 0))])
+def test_fill_keeps_at_least_one_pixel(source, scaled, offset):
+    plan = plan_resize(source, (64, 64), "fill")
+    assert (plan.scaled, plan.offset, plan.needs_fill) == (scaled, offset, True)
+
+
+def test_unknown_mode_lists_the_modes():
+    with pytest.raises(ValueError, match="^unknown resize mode 'zoom'; expected one of stretch, crop, fill$"):
+        plan_resize((1, 1), (8, 8), "zoom")

@@ -355,3 +355,153 @@ def _p3_to_srgb(rgb):
     srgb = to_xyz([(0.640, 0.330), (0.300, 0.600), (0.150, 0.060)])
     out = np.linalg.solve(srgb, p3 @ np.array([linear(c) for c in rgb]))
     return tuple(round(encoded(c) * 255) for c in out)
+
+
+def test_array_shapes_and_dtypes():
+    grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
+    for array in (grey, grey[:, :, None]):  # HxW and HxWx1
+        loaded = load_image(array)
+        assert loaded.image.mode == "RGB" and loaded.image.getpixel((1, 0)) == (128, 128, 128)
+    sixteen = load_image(np.array([[0, 65535, 32896]], dtype=np.uint16)).image
+    assert [sixteen.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (255, 255, 255), (128, 128, 128)]
+    floats = load_image(np.array([[-0.5, 0.0, 0.5, 0.999, 2.0]], dtype=np.float64)).image
+    assert [floats.getpixel((x, 0))[0] for x in range(5)] == [0, 0, 128, 255, 255]  # rounded, clipped
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)
+    loaded = load_image(rgba, background="#ff0000")
+    assert loaded.image.getpixel((0, 0)) == (10, 20, 30) and loaded.image.getpixel((1, 1)) == (255, 0, 0)
+    shape = r"expected an HxW, HxWx3 or HxWx4 array, got shape "
+    for bad, message in ((np.zeros((2, 2), dtype=np.int32), "unsupported dtype int32; use uint8, uint16 or float"),
+                         (np.zeros((0, 3, 3), dtype=np.uint8), shape + r"\(0, 3, 3\)"),
+                         (np.zeros((2, 2, 2), dtype=np.uint8), shape + r"\(2, 2, 2\)"),
+                         (np.zeros(4, dtype=np.uint8), shape + r"\(4,\)"),
+                         (np.array([[np.inf]]), "contains NaN or infinite values")):
+        with pytest.raises(ImageError, match=f"^<array>: {message}"):
+            load_image(bad)
+
+
+def test_sources_are_named_in_messages(tmp_path):
+    with pytest.raises(ImageError, match="^cannot read an image from a int$"):
+        load_image(42)
+    with pytest.raises(ImageError, match="^<bytearray>: not an image, or a format Pillow cannot read$"):
+        load_image(bytearray(b"nonsense"))
+    with pytest.raises(ImageError, match="^image data is empty"):
+        load_image(memoryview(b""))
+    with pytest.raises(ImageError, match=r"^<image>: 3x2 is 6 pixels, over the limit of 5$"):
+        load_image(Image.new("RGB", (3, 2)), max_pixels=5)
+    assert load_image(Image.new("RGB", (3, 2)), max_pixels=6).original_size == (3, 2)  # the limit itself is fine
+    path = tmp_path / "p.png"
+    path.write_bytes(png_bytes(Image.new("RGB", (3, 2))))
+    with pytest.raises(ImageError, match=f"^{path}: 3x2 is 6 pixels"):
+        load_image(str(path), max_pixels=5)
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I", [[0, 100, 255]], [0, 100, 255]),  # 32-bit integers within 0..255 are 8-bit values
+    ("I", [[0, 65535, 32768]], [0, 255, 128]),  # else 16-bit
+    ("F", [[0.0, 2.0, 4.0]], [0, 128, 255]),  # float: scaled to the brightest value
+    ("F", [[0.0, 0.5, 1.0]], [0, 128, 255]),
+    ("F", [[0.0, 0.25, 0.5]], [0, 64, 128]),  # never brightened past 1.0
+])
+def test_wide_modes_are_scaled(mode, values, expected):
+    image = Image.fromarray(np.array(values, dtype=np.int32 if mode == "I" else np.float32), mode)
+    rgb = load_image(image).image
+    assert [rgb.getpixel((x, 0)) for x in range(3)] == [(v, v, v) for v in expected]
+
+
+def test_grey_with_alpha_and_transparent_grey():
+    la = Image.new("LA", (2, 1), (200, 255))
+    la.putpixel((1, 0), (200, 0))
+    assert [load_image(la, background="black").image.getpixel((x, 0)) for x in range(2)] == [
+        (200, 200, 200), (0, 0, 0)]
+    grey = Image.new("L", (2, 1), 9)
+    grey.putpixel((1, 0), 50)
+    loaded = load_image(png_bytes(grey, transparency=9), background="#0000ff").image
+    assert [loaded.getpixel((x, 0)) for x in range(2)] == [(0, 0, 255), (50, 50, 50)]
+    opaque_palette = Image.new("P", (1, 1), 0)
+    opaque_palette.putpalette([1, 2, 3] + [0] * 765)
+    assert load_image(opaque_palette).image.getpixel((0, 0)) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("fmt, path, expected", [("png", None, "PNG"), ("JPG", "x.png", "JPEG"), ("webp", None, "WEBP"),
+                                                 (None, "a/b.JPEG", "JPEG"), (None, "b.webp", "WEBP"),
+                                                 (None, "noext", "PNG"), (None, None, "PNG"), ("", "x.jpg", "JPEG")])
+def test_resolve_format(fmt, path, expected):
+    from img2img.images import resolve_format
+
+    assert resolve_format(fmt, path) == expected
+
+
+def test_unknown_format_is_named():
+    from img2img.images import resolve_format
+
+    with pytest.raises(OutputError, match="^unknown output format 'tiff'; expected png, jpeg or webp$"):
+        resolve_format("tiff")
+    with pytest.raises(OutputError, match=r"^x\.tif: unknown image extension \.tif; use \.png, \.jpg or \.webp$"):
+        resolve_format(None, "x.tif")
+
+
+def test_jpeg_quality_and_no_infotext():
+    image = Image.effect_noise((32, 32), 60).convert("RGB")
+    default, low = encode_image(image, "JPEG"), encode_image(image, "JPEG", quality=20)
+    assert len(low) < len(default) == len(encode_image(image, "JPEG", quality=95))
+    assert read_infotext(default) is None
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "ünï".encode("utf-16-be"), "ünï"),
+    (b"UNICODE\0" + "abc".encode("utf-16-le"), "abc"),  # some writers use little-endian
+    (b"ASCII\0\0\0" + b"Steps: 1\0\0", "Steps: 1"),
+    (b"\0" * 8 + "é".encode(), "é"),  # undefined character code: UTF-8
+    (b"plain text", "plain text"),
+    ("as a str", "as a str"),
+    (b"ASCII\0\0\0\0\0", None),
+    ("", None),
+])
+def test_user_comment_spellings(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_jpeg_user_comment_written_by_another_tool_is_read():
+    from img2img.images import EXIF_IFD, USER_COMMENT
+
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"ASCII\0\0\0a prompt\nSteps: 3"
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "JPEG", exif=exif.tobytes())
+    assert read_infotext(buffer.getvalue()) == "a prompt\nSteps: 3"
+    assert read_infotext(Image.open(io.BytesIO(png_bytes(Image.new("RGB", (2, 2)))))) is None
+
+
+def test_fill_bands_on_every_side():
+    """Resize and fill stretches the outermost rows (tall target) or columns (wide target) over the bands."""
+    wide = Image.new("RGB", (40, 20), "white")
+    wide.paste(Image.new("RGB", (40, 2), "red"), (0, 0))
+    wide.paste(Image.new("RGB", (40, 2), "blue"), (0, 18))
+    tall_out = apply_plan(wide, plan_resize(wide.size, (40, 40), "fill"))
+    assert tall_out.getpixel((20, 0)) == (255, 0, 0) and tall_out.getpixel((20, 39)) == (0, 0, 255)
+    assert tall_out.getpixel((20, 20)) == (255, 255, 255)
+    tall = Image.new("RGB", (20, 40), "white")
+    tall.paste(Image.new("RGB", (2, 40), "green"), (0, 0))
+    tall.paste(Image.new("RGB", (2, 40), "yellow"), (18, 0))
+    wide_out = apply_plan(tall, plan_resize(tall.size, (40, 40), "fill"))
+    assert wide_out.getpixel((0, 20)) == (0, 128, 0) and wide_out.getpixel((39, 20)) == (255, 255, 0)
+    assert wide_out.getpixel((20, 20)) == (255, 255, 255)
+
+
+def test_plans_that_change_nothing_return_the_same_pixels():
+    image = Image.effect_noise((24, 16), 40).convert("RGB")
+    assert apply_plan(image, plan_resize((24, 16), (24, 16), "crop")).tobytes() == image.tobytes()
+    cropped = apply_plan(image, plan_resize((24, 16), (16, 16), "crop"))
+    assert cropped.tobytes() == image.crop((4, 0, 20, 16)).tobytes()  # the centre, not resampled
+
+
+def test_written_files_are_complete_and_refuse_a_taken_name(tmp_path):
+    target = tmp_path / "a.png"
+    assert write_atomically(b"first", target) == target and target.read_bytes() == b"first"
+    with pytest.raises(OutputError, match=f"^{target}: already exists \\(pass --overwrite to replace it\\)$"):
+        write_atomically(b"second", str(target))
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
