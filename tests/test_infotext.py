@@ -74,7 +74,8 @@ def test_hostile_lines_parse_in_one_pass(line):
 
 def test_infotext_over_the_limit_is_refused():
     parse_infotext("x" * MAX_INFOTEXT_CHARS)
-    with pytest.raises(InvalidRequest, match="infotext is 65,537 characters long; the limit is 65,536") as info:
+    with pytest.raises(InvalidRequest, match="^infotext is 65,537 characters long; the limit is 65,536 characters$") \
+            as info:
         parse_infotext("x" * (MAX_INFOTEXT_CHARS + 1))
     assert info.value.field == "infotext"
 
@@ -106,6 +107,7 @@ def test_every_recorded_field_comes_back_with_its_type():
     ("Steps: 5, CFG scale: high, Model: m", "CFG scale", "CFG scale is 'high', not a float"),
     ("Steps: 5, Seed: 1, Size: 512", "Size", "Size is '', not a int"),
     ("Steps: 5, Seed: 1, Size: wide x 512", "Size", "Size is 'wide ', not a int"),
+    ("Steps: 5, Seed: 1, Size: 64x48x2", "Size", "Size is '48x2', not a int"),
 ])
 def test_unreadable_numbers_name_the_key(line, key, message):
     with pytest.raises(InvalidRequest, match=message) as info:
@@ -118,6 +120,12 @@ def test_values_are_written_as_a1111_writes_them():
                                      "G": True, "H": 2.5})
     assert text == 'p\nA: 7, B: 0.30000000000000004, C: 1e-07, D: "x\\ny", E: "k: v", F: 3, G: True, H: 2.5'
     assert parse_infotext(text)[2]["D"] == "x\ny"
+    # every digit survives: :g alone would write 12.3457 and 1.23457e+06
+    assert format_infotext("p", "", {"A": 12.345678, "B": 1234567.0, "C": 0.5, "D": float("inf")}) == \
+        "p\nA: 12.345678, B: 1234567.0, C: 0.5, D: inf"
+    # quoted only when needed, and non-ASCII text stays as it is
+    assert format_infotext("p", "", {"Model": "café, v2", "Other": "XL model", "Emoji": "ünï"}) == \
+        'p\nModel: "café, v2", Other: XL model, Emoji: ünï'
 
 
 def test_prompt_and_negative_lines():
@@ -132,3 +140,15 @@ def test_prompt_and_negative_lines():
     assert parse_infotext('a\nSteps: 1, Seed: 2, Note: "\\q"')[2]["Note"] == '"\\q"'
     assert parse_infotext('a\nSteps: 1, Seed: 2, Note: " x "')[2]["Note"] == " x "
     assert parse_infotext('a\nSteps: 1, Seed: 2, Note: "')[2]["Note"] == '"'
+    assert parse_infotext('a\nSteps: 1, Seed: 2, Note: ""')[2]["Note"] == ""  # an empty JSON string
+
+
+@pytest.mark.parametrize("line", [
+    'k: "",x"',  # an empty quoted value, then a stray quote
+    'k: "\\a",x"',  # an escape right before the closing quote
+    'k: "a:", b: 1',  # a colon inside a quoted value
+    'k: "v",b: 1, c: 2',  # no space after the comma that ends a quoted value
+    'k: "a\\"b", c: 1',
+])
+def test_scanner_agrees_with_the_grammar_on_quoting_corners(line):
+    assert _param_pairs(line) == PARAM_GRAMMAR.findall(line)

@@ -52,7 +52,8 @@ def test_validation_names_field_and_value(changes, field, message):
 def test_min_steps_agrees_with_counting_up():
     from img2img.request import MAX_STEPS, _min_steps
 
-    for strength in [i / 1000 for i in range(1, 1001)] + [1 / 3, 2 / 3, 0.0019999, 1e-300]:
+    # 1/161 and 1/187: 1/strength rounds to a whole number of steps that still gives no step (161 x 1/161 < 1)
+    for strength in [i / 1000 for i in range(1, 1001)] + [1 / 3, 2 / 3, 0.0019999, 1e-300, 1 / 161, 1 / 187]:
         counted = next((n for n in range(1, MAX_STEPS + 1) if effective_steps(n, strength) >= 1), None)
         assert _min_steps(strength) == counted, strength
 
@@ -165,3 +166,29 @@ def test_normalized_spellings():
 def test_effective_steps_without_steps_is_zero():
     assert Request(prompt="", strength=0.5).effective_steps == 0
     assert Request(prompt="", strength=0.5, steps=9).effective_steps == 4
+
+
+def test_result_save_names_formats_and_infotexts(tmp_path):
+    from PIL import Image
+
+    from img2img import OutputError, Result
+    from img2img.images import read_infotext
+
+    texts = ["a\nSteps: 1, Seed: 5, Size: 8x8", "b\nSteps: 1, Seed: 9, Size: 8x8"]
+    result = Result(images=[Image.new("RGB", (8, 8), c) for c in ("red", "blue")], seeds=[5, 9], infotexts=texts,
+                    request=Request(prompt=""), model="m", device="cpu", dtype="float32", width=8, height=8,
+                    effective_steps=1)
+    paths = result.save(output_dir=tmp_path, stem="s", fmt="jpeg")
+    assert paths == [tmp_path / "s-5.jpg", tmp_path / "s-9.jpg"]
+    assert [read_infotext(p) for p in paths] == texts and Image.open(paths[1]).format == "JPEG"
+    assert [p.name for p in result.save(output_dir=tmp_path, stem="s", fmt="jpeg")] == ["s-5-2.jpg", "s-9-2.jpg"]
+    assert [p.name for p in result.save(output_dir=tmp_path, stem="s", fmt="jpeg", overwrite=True)] == [
+        "s-5.jpg", "s-9.jpg"]
+    named = result.save(tmp_path / "pair.webp")
+    assert [p.name for p in named] == ["pair-1.webp", "pair-2.webp"] and Image.open(named[0]).format == "WEBP"
+    with pytest.raises(OutputError, match="already exists"):
+        result.save(tmp_path / "pair.webp")
+    assert result.save(tmp_path / "pair.webp", overwrite=True) == named
+    assert result.image is result.images[0]
+    assert [p.name for p in result.save(output_dir=tmp_path)] == ["img2img-5.png", "img2img-9.png"]
+    assert [p.name for p in result.save(tmp_path / "noext", fmt="png")] == ["noext-1.png", "noext-2.png"]

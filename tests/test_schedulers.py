@@ -12,6 +12,7 @@ from img2img.schedulers import (
     SCHEDULES,
     build_scheduler,
     find_sampler,
+    find_schedule,
     parse_sampler,
     plan_sampling,
     recorded_schedule,
@@ -228,3 +229,102 @@ def test_one_uniform_step_starts_at_the_top():
     scheduler = build_scheduler(BASE_CONFIG, "Euler", "Uniform", steps=1)
     scheduler.set_timesteps(1)
     assert scheduler.timesteps[0].item() > 900 and math.isclose(scheduler.sigmas[-1].item(), 0.0)
+
+
+def test_name_lookups_fold_case_spaces_and_underscores():
+    assert find_sampler("dpm++_2m") == find_sampler("  DPM++   2M ") == "DPM++ 2M"
+    assert find_sampler("K_EULER_A") == "Euler a" and find_sampler("") is None and find_sampler(5) is None
+    assert find_schedule("polyexponential") == "Polyexponential" and find_schedule("SGMUNIFORM") == "SGM Uniform"
+    assert find_schedule("align_your_steps") == "Align Your Steps"
+    assert find_schedule("") is None and find_schedule(5) is None and find_schedule("Karras2") is None
+    assert split_sampler_name("k_dpmpp_2m_exp") == ("DPM++ 2M", "Exponential")
+    assert split_sampler_name("k_dpmpp_2m_KA") == ("DPM++ 2M", "Karras")
+    assert split_sampler_name("  DPM++ 2M  karras ") == ("DPM++ 2M", "Karras")
+    assert split_sampler_name("Euler Karras Foo") == (None, None) and split_sampler_name("Warp_ka") == (None, None)
+    assert split_sampler_name("Euler sgm_uniform") == ("Euler", "SGM Uniform")
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(InvalidRequest, match=r"^Sampler not found: 5; expected one of DPM\+\+ 2M, DPM\+\+ SDE, ") \
+            as info:
+        parse_sampler(5)
+    assert info.value.field == "sampler" and str(info.value).endswith("UniPC, LCM")
+    with pytest.raises(InvalidRequest, match=r"^Schedule type not found: 'x'; expected one of Automatic, Uniform, ") \
+            as info:
+        parse_sampler("Euler", "x")
+    assert info.value.field == "scheduler" and str(info.value).endswith("DDIM, Beta")
+    assert parse_sampler("Euler", "") == ("Euler", "Automatic")
+
+
+def test_sampler_settings_notices_and_params():
+    """Which settings run, which are said to have no effect, and which infotext keys are written."""
+    cases = {
+        ("LMS", (("eta", 0.5),)): ([], ["eta has no effect with LMS (as in A1111)"], {}),
+        ("LMS", (("eta", 1.0),)): ([], [], {}),  # 0 and 1 are what clients send by default
+        ("LMS", (("eta", 0.0),)): ([], [], {}),
+        ("DDIM", (("eta", 0.0),)): ([], [], {}),  # DDIM's default eta is 0: nothing to record
+        ("Euler a", (("eta", 1.0),)): ([], [], {}),
+        ("Euler", (("s_tmin", 0.5),)): ([], [], {"Sigma tmin": 0.5}),
+        ("Euler", (("s_tmax", math.inf), ("s_noise", 1.0))): ([], [], {}),  # the defaults
+        ("DPM adaptive", (("eta", 0.3),)): (
+            [], ["DPM adaptive: diffusers has no exact equivalent; ran DPM-Solver single-step, order 3, with the "
+                 "requested steps (no adaptive step size)", "eta 0.3 is not available with DPM adaptive; ran eta 1"],
+            {"Eta": 0.3}),
+        ("LMS", (("s_churn", 0.2), ("s_tmin", 0.1))): (
+            [], ["s_churn has no effect with LMS (as in A1111)", "s_tmin has no effect with LMS (as in A1111)"], {}),
+    }
+    for (sampler, extra), (call, notices, params) in cases.items():
+        setup = plan_sampling(BASE_CONFIG, settings(sampler, **dict(extra)))
+        assert (list(setup.call_kwargs), setup.notices, setup.params) == (call, notices, params), (sampler, extra)
+    assert not hasattr(plan_sampling(BASE_CONFIG, settings("Euler")).scheduler.step, "keywords")  # nothing bound
+
+
+def test_eta_zero_runs_the_deterministic_twin():
+    setup = plan_sampling(BASE_CONFIG, settings("DPM++ 2M SDE", eta=0))
+    assert setup.scheduler.config.algorithm_type == "dpmsolver++" and setup.params == {"Eta": 0}
+    assert setup.notices == []
+    dpm2 = plan_sampling(BASE_CONFIG, settings("DPM2 a", eta=0))
+    assert type(dpm2.scheduler).__name__ == "KDPM2DiscreteScheduler"
+    assert dpm2.notices == ["DPM2 a: diffusers has no exact equivalent; ran DPM2 keeping the next-to-last sigma, "
+                            "which A1111 drops"]  # named as asked, the twin's substitute said
+    assert type(plan_sampling(BASE_CONFIG, settings("DDIM", eta=0)).scheduler).__name__ == "DDIMScheduler"
+
+
+def test_brownian_noise_is_seeded_per_image():
+    setup = plan_sampling(BASE_CONFIG, settings("DPM++ SDE", "Karras"), seeds=[5, 6])
+    assert setup.scheduler.noise_sampler_seed == [5, 6]
+    assert plan_sampling(BASE_CONFIG, settings("DPM++ SDE", "Karras")).scheduler.noise_sampler_seed is None
+    assert not hasattr(plan_sampling(BASE_CONFIG, settings("Euler"), seeds=[5]).scheduler, "noise_sampler_seed")
+
+
+def test_schedules_without_a_switch_or_a_list():
+    lcm = plan_sampling(BASE_CONFIG, settings("LCM", "Karras"))
+    assert lcm.notices == ["Schedule type Karras is not available with LCM; used the model's own schedule"]
+    restart = plan_sampling(BASE_CONFIG, settings("Restart", "Align Your Steps"))
+    assert restart.notices[-1] == "Schedule type Align Your Steps is not available with Restart; used Karras"
+    assert restart.scheduler.config.use_karras_sigmas is True
+    assert plan_sampling(BASE_CONFIG, settings("UniPC", "KL Optimal")).notices == []  # installed list
+
+
+def test_scheduler_kwargs_and_descriptions():
+    from img2img.schedulers import describe, scheduler_kwargs
+
+    assert scheduler_kwargs("Euler", "Karras", diffusers.EulerDiscreteScheduler) == {
+        "use_karras_sigmas": True, "use_exponential_sigmas": False, "use_beta_sigmas": False}
+    assert scheduler_kwargs("DDIM", "Karras", diffusers.DDIMScheduler) == {}
+    assert scheduler_kwargs("PLMS", "Automatic", diffusers.PNDMScheduler) == {"skip_prk_steps": True}
+    assert describe("DPM++ 2M") == ("DPMSolverMultistepScheduler(use_karras_sigmas=True, algorithm_type='dpmsolver++', "
+                                    "solver_order=2)")
+    assert describe("Euler a", "Karras") == "EulerAncestralDiscreteScheduler() with Karras sigmas"
+    assert describe("DDIM CFG++") == "DDIMScheduler()  [closest: DDIM with plain CFG (no CFG++)]"
+    assert describe("Euler") == "EulerDiscreteScheduler()"
+
+
+def test_steps_reach_the_one_step_rule():
+    two = build_scheduler(BASE_CONFIG, "Euler", "Uniform", steps=2)
+    assert two.config.timestep_spacing == "linspace"
+    assert build_scheduler(BASE_CONFIG, "Euler", "Uniform", steps=1).config.timestep_spacing == "trailing"
+    one = plan_sampling(BASE_CONFIG, settings("Euler", "Normal", steps=1)).scheduler
+    assert one.config.timestep_spacing == "trailing"
+    assert plan_sampling(BASE_CONFIG, settings("Euler", "Uniform", steps=None)).scheduler.config.timestep_spacing \
+        == "trailing"  # no steps given: planned as one

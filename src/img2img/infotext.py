@@ -24,7 +24,8 @@ def _quote(value: str) -> str:
 
 def _format_value(value) -> str:
     if isinstance(value, float):
-        return f"{value:g}" if value == round(value, 6) else repr(value)
+        short = f"{value:g}"  # "7" for 7.0; but :g keeps 6 digits, so 12.345678 needs repr
+        return short if float(short) == value else repr(value)
     return _quote(str(value))
 
 
