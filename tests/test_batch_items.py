@@ -1,6 +1,7 @@
 """Batch building blocks without a model: sources -> items, output names, seeds, the results log."""
 
 import json
+import re
 
 import pytest
 
@@ -42,10 +43,13 @@ def test_glob_keys_are_relative_to_the_fixed_part(tree):
 
 
 def test_missing_source_and_empty_folder_are_clear_errors(tmp_path):
-    with pytest.raises(InvalidRequest, match="no such folder"):
+    with pytest.raises(InvalidRequest, match=r"no such folder, manifest \(\.csv/\.jsonl\), glob pattern or file$") \
+            as info:
         collect_items(tmp_path / "nope")
+    assert info.value.field == "source"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidRequest, match="nothing to do.*--recursive"):
+    with pytest.raises(InvalidRequest, match=r"^nothing to do: .*empty \(no image files; pass --recursive to look in "
+                                             r"subfolders\)$"):
         collect_items(tmp_path / "empty")
 
 
@@ -71,35 +75,43 @@ def test_jsonl_manifest_with_blank_lines_and_seed_minus_one(tmp_path):
     assert (b.key, b.input, b.seed, b.row) == ("b", "/abs/b.png", None, 3)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("image,strength\na.png,strong\n", r"row 2: strength must be a number, got 'strong'"),
-    ("image,seed\na.png,1.5\n", r"row 2: seed must be a whole number"),
-    ("prompt\nx\n", r"row 2: no image path"),
-    ("image,colour\na.png,red\n", r"row 1: unknown column 'colour'"),
-    ("image,output\na.png,../escape.png\n", r"row 2: output '../escape.png' must stay inside"),
-    ("image,output\na.png,/etc/x.png\n", r"row 2: output '/etc/x.png' must stay inside"),
-    ("image,output\na.png,x.jpg\n", r"row 2: output 'x.jpg' does not match the output format"),
-    ("image\na.png,extra\n", r"row 2: more cells than header columns"),
+@pytest.mark.parametrize("content, field, message", [
+    ("image,strength\na.png,strong\n", "strength", r"row 2: strength must be a number, got 'strong'"),
+    ("image,seed\na.png,1.5\n", "seed", r"row 2: seed must be a whole number, got '1.5'"),
+    ("prompt\nx\n", "image", r"row 2: no image path \(column `image`\)"),
+    ("image,colour\na.png,red\n", "manifest", r"row 1: unknown column 'colour'; expected image \(or path\), prompt, "
+                                               r"negative_prompt, strength, seed, output"),
+    ("image,output\na.png,../escape.png\n", "output",
+     r"row 2: output '../escape.png' must stay inside the output folder \(no absolute paths, no \.\.\)"),
+    ("image,output\na.png,/etc/x.png\n", "output", r"row 2: output '/etc/x.png' must stay inside the output folder .*"),
+    ("image,output\na.png,x.jpg\n", "output",
+     r"row 2: output 'x.jpg' does not match the output format \(\.png\); change the extension or --format"),
+    ("image\na.png,extra\n", "manifest", r"row 2: more cells than header columns"),
 ])
-def test_csv_row_errors_name_the_row_and_field(tmp_path, content, message):
+def test_csv_row_errors_name_the_row_and_field(tmp_path, content, field, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(content)
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(InvalidRequest, match=f"^{re.escape(str(manifest))}: {message}$") as info:
         collect_items(manifest)
+    assert info.value.field == field
 
 
-@pytest.mark.parametrize("line, message", [
-    ("[1, 2]", r"row 1: expected a JSON object"),
-    ("{oops", r"row 1: not valid JSON"),
-    ('{"image": 3}', r"row 1: image must be a path string"),
-    ('{"image": "a.png", "prompt": 7}', r"row 1: prompt must be text"),
-    ('{"image": "a.png", "strength": true}', r"row 1: strength must be a number"),
+@pytest.mark.parametrize("line, field, message", [
+    ("[1, 2]", "manifest", r"row 1: expected a JSON object, got list"),
+    ("{oops", "manifest", r"row 1: not valid JSON \(Expecting property name enclosed in double quotes\)"),
+    ('{"image": 3}', "image", r"row 1: image must be a path string, got 3"),
+    ('{"path": ["a.png"]}', "path", r"row 1: path must be a path string, got \['a.png'\]"),
+    ('{"image": "a.png", "prompt": 7}', "prompt", r"row 1: prompt must be text, got 7"),
+    ('{"image": "a.png", "strength": true}', "strength", r"row 1: strength must be a number, got True"),
+    ('{"image": "a.png", "strength": [0.5]}', "strength", r"row 1: strength must be a number, got \[0.5\]"),
+    ('{"image": "a.png", "seed": 2.5}', "seed", r"row 1: seed must be a whole number, got 2.5"),
 ])
-def test_jsonl_row_errors(tmp_path, line, message):
+def test_jsonl_row_errors(tmp_path, line, field, message):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(line + "\n")
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(InvalidRequest, match=f"^{re.escape(str(manifest))}: {message}$") as info:
         collect_items(manifest)
+    assert info.value.field == field
 
 
 def test_collisions_are_refused_up_front(tree):
@@ -113,7 +125,8 @@ def test_collisions_are_refused_up_front(tree):
 def test_manifest_rows_for_one_image_need_output_names(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("image,prompt\na.png,snow\na.png,rain\n")
-    with pytest.raises(InvalidRequest, match=r"row 2 .* and row 3 .* would both write a\.png.*`output` column"):
+    with pytest.raises(InvalidRequest, match=r"row 2 .* and row 3 .* would both write a\.png; rename one, or use a "
+                                             r"manifest with an `output` column$"):
         check_unique_outputs(collect_items(manifest), 1, ".png")
     manifest.write_text("image,prompt,output\na.png,snow,a-snow\na.png,rain,A-Snow.png\n")
     with pytest.raises(InvalidRequest, match="(?i)would both write a-snow.png"):  # case-insensitive filesystems
@@ -280,3 +293,17 @@ def test_collisions_are_checked_on_every_numbered_name(tmp_path):
                                              r"snow-1\.webp; rename one") as info:
         check_unique_outputs(items, 2, ".webp")
     assert info.value.field == "output"
+
+
+def test_relative_glob_and_its_inputs(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    items = collect_items("*.png")  # no fixed folder: keys relative to the current one
+    assert [(i.key, i.input) for i in items] == [("b", "b.png")]
+    assert [(i.key, i.input) for i in collect_items("sub/*.png")] == [("d", "sub/d.png")]
+
+
+def test_csv_keeps_line_breaks_inside_quoted_cells_and_reads_a_byte_order_mark(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b'\xef\xbb\xbfimage,prompt\r\na.png,"one\r\ntwo"\r\n')
+    (item,) = collect_items(manifest)
+    assert (item.key, item.prompt, item.row) == ("a", "one\r\ntwo", 3)

@@ -1,5 +1,6 @@
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -505,3 +506,144 @@ def test_written_files_are_complete_and_refuse_a_taken_name(tmp_path):
         write_atomically(b"second", str(target))
     assert target.read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def noise(size, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def test_resizes_use_lanczos_on_the_cropped_region():
+    image = noise((30, 20))
+    stretched = apply_plan(image, plan_resize((30, 20), (16, 16), "stretch"))
+    assert stretched.tobytes() == image.resize((16, 16), Image.Resampling.LANCZOS).tobytes()
+    cropped = apply_plan(image, plan_resize((30, 20), (16, 16), "crop"))
+    assert cropped.tobytes() == image.crop((5, 0, 25, 20)).resize((16, 16), Image.Resampling.LANCZOS).tobytes()
+
+
+@pytest.mark.parametrize("source, target", [((64, 62), (64, 64)), ((64, 59), (64, 64)), ((62, 64), (64, 64)),
+                                            ((59, 64), (64, 64))])
+def test_fill_pastes_the_image_whole_and_stretches_its_edges(source, target):
+    """Bands of one pixel and of several: each band repeats the image's nearest row (or column)."""
+    image = noise(source, seed=sum(source))
+    plan = plan_resize(source, target, "fill")
+    out = np.asarray(apply_plan(image, plan)).astype(int)
+    (sw, sh), (ox, oy) = plan.scaled, plan.offset
+    scaled = np.asarray(image if image.size == plan.scaled else image.resize(plan.scaled, Image.Resampling.LANCZOS))
+    assert np.array_equal(out[oy:oy + sh, ox:ox + sw], scaled)  # pasted whole, at the offset
+    bands = {"top": (out[:oy], scaled[:1]), "bottom": (out[oy + sh:], scaled[-1:]),
+             "left": (out[:, :ox], scaled[:, :1]), "right": (out[:, ox + sw:], scaled[:, -1:])}
+    for name, (band, edge) in bands.items():
+        if band.size:
+            assert np.abs(band - edge.astype(int)).max() <= 2, name  # the edge, stretched (bicubic rounding)
+    assert sum(b.size > 0 for b, _ in bands.values()) == 2
+
+
+def test_more_wide_modes():
+    def row(mode, values, dtype):
+        image = Image.fromarray(np.array([values], dtype=dtype), "I" if dtype == np.int32 else "F")
+        return [load_image(image).image.getpixel((x, 0))[0] for x in range(len(values))]
+
+    assert row("I", [0, 128, 256], np.int32) == [0, 0, 1]  # above 255: 16-bit values
+    assert row("I", [0, 70000], np.int32) == [0, 255]  # beyond 16 bits: clipped, not wrapped around
+    assert row("F", [-1.0, 0.5, 1.0], np.float32) == [0, 128, 255]  # negative: black, not wrapped
+    big_endian = Image.frombytes("I;16B", (2, 1), bytes([0x80, 0x00, 0xFF, 0xFF]))
+    little_endian = Image.frombytes("I;16L", (2, 1), bytes([0x00, 0x80, 0xFF, 0xFF]))
+    for image in (big_endian, little_endian):
+        rgb = load_image(image).image
+        assert [rgb.getpixel((x, 0)) for x in range(2)] == [(128, 128, 128), (255, 255, 255)], image.mode
+    sixteen = Image.frombytes("I;16", (3, 1), np.array([16448, 39578, 65278], dtype="<u2").tobytes())
+    assert [load_image(sixteen).image.getpixel((x, 0))[0] for x in range(3)] == [64, 154, 254]
+    assert load_image(np.array([[0.6, 0.3]])).image.getpixel((0, 0))[0] == 153  # floats: x 255, rounded
+
+
+@pytest.mark.parametrize("mode, pixel, expected", [
+    ("LA", (100, 0), (255, 255, 255)),
+    ("RGBa", (50, 0, 0, 128), (177, 127, 127)), ("RGBA", (100, 0, 0, 128), (177, 127, 127)),
+    ("PA", (0, 0), (255, 255, 255)),
+])
+def test_every_mode_with_alpha_is_composited(mode, pixel, expected):
+    image = Image.new(mode, (1, 1), pixel)
+    if mode == "PA":
+        image.putpalette([9, 9, 9] * 256)
+    assert load_image(image).image.getpixel((0, 0)) == expected  # the default background is white
+
+
+def test_exact_hash_and_defaults():
+    loaded = load_image(Image.new("RGB", (1, 1), (1, 2, 3)))
+    assert loaded.digest == "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81"  # sha256 of 1,2,3
+    assert loaded.notices == []
+    with pytest.raises(ImageError, match=r"^<array>: 3x2 is 6 pixels, over the limit of 5$"):
+        load_image(np.zeros((2, 3, 3), dtype=np.uint8), max_pixels=5)
+    with pytest.raises(ImageError, match=r"^<image>: the image has no pixels \(0x5\)$"):
+        load_image(Image.new("RGB", (0, 5)))
+    frames = [Image.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buffer.getvalue()).notices == ["<bytes> has 2 frames; using the first"]
+
+
+def test_png_is_the_default_and_carries_a_text_chunk():
+    png = encode_image(Image.new("RGB", (4, 4)), infotext="a prompt")  # PNG is the default
+    opened = Image.open(io.BytesIO(png))
+    assert opened.format == "PNG" and opened.text == {"parameters": "a prompt"}
+
+
+def test_save_image_format_and_overwrite(tmp_path):
+    path = tmp_path / "x.png"
+    save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")  # the format asked for wins over the extension
+    assert Image.open(path).format == "JPEG"
+    with pytest.raises(OutputError, match="already exists"):
+        save_image(Image.new("RGB", (4, 4)), path)
+    save_image(Image.new("RGB", (4, 4), "red"), path, overwrite=True)
+    assert Image.open(path).format == "PNG" and Image.open(path).getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "日本".encode("utf-16-be"), "日本"),  # no zero bytes either way: big-endian, the standard
+    (b"UNICODE\0" + "abcdef".encode("utf-16-le"), "abcdef"),
+    (b"UNICODE\0" + "ab".encode("utf-16-be") + b"\0", "ab\ufffd"),  # an odd byte: replaced, not an error
+    (b"ASCII\0\0\0" + b"\xff ok", "\ufffd ok"),
+    (b"\xffraw", "\ufffdraw"),
+    (b"ASCII\0\0\0MAX\0", "MAX"),  # only NULs are stripped from the end
+])
+def test_user_comment_corners(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_the_temporary_file_is_hidden_beside_the_target(tmp_path, monkeypatch):
+    import img2img.images as images
+
+    seen = []
+    real_link = images.os.link
+    monkeypatch.setattr(images.os, "link", lambda src, dst: (seen.append(src), real_link(src, dst))[1])
+    write_atomically(b"data", tmp_path / "out.png")
+    (tmp,) = seen
+    assert os.path.dirname(tmp) == str(tmp_path) and os.path.basename(tmp).startswith(".out.png.")
+    assert tmp.endswith(".tmp") and not os.path.exists(tmp)
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (OSError(1, "Operation not permitted"), "written"),  # no hard links here: rename instead
+    (OSError(95, "Operation not supported"), "written"),
+    (OSError(5, "Input/output error"), r"^{path}: cannot write \(Input/output error\)$"),
+    (FileExistsError(17, "File exists"), r"^{path}: already exists \(pass --overwrite to replace it\)$"),
+    (PermissionError(13, "Permission denied"), r"^{path}: permission denied$"),
+])
+def test_hard_link_failures(tmp_path, monkeypatch, error, outcome):
+    import img2img.images as images
+
+    def fail(src, dst):
+        raise error
+
+    monkeypatch.setattr(images.os, "link", fail)
+    path = tmp_path / "a.png"
+    if outcome == "written":
+        assert write_atomically(b"data", path) == path and path.read_bytes() == b"data"
+    else:
+        with pytest.raises(OutputError, match=outcome.format(path=re.escape(str(path)))):
+            write_atomically(b"data", path)
+        assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["a.png"] if outcome == "written" else [])
