@@ -4,6 +4,7 @@ substituted or refused (422 naming the field), and what it becomes in our terms.
 import base64
 import io
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -437,3 +438,106 @@ def test_hires_sizes(service):
                          denoising_strength=0.5)
     assert (only_width.request.width, only_width.request.height) == (64, 96)
     assert only_width.hires.resize == (128, 96)
+
+
+@pytest.mark.parametrize("endpoint, fields, name, message", [
+    (img2img, {"seed_resize_from_w": 1, "width": 64}, "seed_resize_from_w",
+     r"resizing the seed \(seed_resize_from_w\) is not supported"),
+    (img2img, {"seed_resize_from_h": 1, "height": 64}, "seed_resize_from_h",
+     r"resizing the seed \(seed_resize_from_h\) is not supported"),
+    (img2img, {"restore_faces": True}, "restore_faces",
+     r"face restoration is not available \(it needs face-restoration model files\)"),
+    (txt2img, {"restore_faces": True}, "restore_faces", r"face restoration is not available \(.*\)"),
+    (img2img, {"refiner_checkpoint": "r"}, "refiner_checkpoint", "a refiner checkpoint is not supported"),
+    (img2img, {"s_min_uncond": 0.2}, "s_min_uncond",
+     r"skipping the negative prompt at low noise \(s_min_uncond\) is not supported"),
+    (img2img, {"mask": "x"}, "mask", r"inpainting \(a mask\) is not supported yet"),
+    (img2img, {"latent_mask": "x"}, "latent_mask", r"inpainting \(a latent mask\) is not supported yet"),
+    (img2img, {"resize_mode": 3}, "resize_mode",
+     r"resize_mode 3 \(latent upscale\) is not supported yet; use 0, 1 or 2"),
+    (txt2img, {"enable_hr": True, "denoising_strength": -0.5}, "denoising_strength",
+     r"denoising_strength must be in \[0, 1\] for the hires fix, got -0.5"),
+])
+def test_refusal_messages_in_full(service, endpoint, fields, name, message):
+    with pytest.raises(InvalidRequest) as error:
+        endpoint(service, **fields)
+    assert error.value.field == name
+    assert re.fullmatch(message if name == "denoising_strength" else f"{name}: {message}", str(error.value))
+
+
+def test_what_is_accepted_at_the_edges(service):
+    assert img2img(service, seed_resize_from_w=0, seed_resize_from_h=0, width=64, height=64).notices == []
+    assert txt2img(service, script_name="", refiner_checkpoint="").notices == []
+    assert txt2img(service, enable_hr=True, denoising_strength=1.0).hires.request.strength == 1.0
+    one = img2img(service, batch_size=2)  # one init image and batch_size 2: two outputs of it
+    assert one.request.batch_size == 2 and one.notices == []
+    assert img2img(service, width=1).request.width == 8
+
+
+def test_fields_reach_the_request_in_both_modes(service):
+    text = txt2img(service)
+    assert (text.request.strength, text.request.resize_mode, text.request.negative_prompt, text.hires) == (
+        1.0, 0, "", None)
+    assert img2img(service, cfg_scale=4.5).request.cfg_scale == 4.5
+    assert txt2img(service, cfg_scale=3).request.cfg_scale == 3
+    assert img2img(service, height=100).notices == ["height 100 is not a multiple of 8: generated at 104"]
+    service.a1111_options.update({"img2img_background_color": "White"})
+    assert img2img(service).request.background == "white"
+
+
+def test_one_step_rule_details(service):
+    exact = img2img(service, steps=4, denoising_strength=0.25)
+    assert exact.request.strength == 0.25 and exact.notices == []  # exactly one step: nothing to adjust
+    # 161 x (1/161) rounds below 1 in floating point: the strength is nudged up until one step runs
+    tiny = img2img(service, steps=161, denoising_strength=0.001).request
+    assert tiny.effective_steps == 1 and 1 / 161 < tiny.strength < 1 / 161 + 1e-15
+
+
+def test_unknown_names_are_said_in_full(service):
+    assert txt2img(service, scheduler="wobbly").notices == [
+        "scheduler 'wobbly' is not a schedule type this server knows; used Automatic"]
+    hires = txt2img(service, enable_hr=True, denoising_strength=0.5, sampler_name="DDIM", hr_sampler_name="Magic")
+    assert "hr_sampler_name 'Magic' is not a sampler this server knows; used DDIM" in hires.notices
+    assert hires.hires.request.sampler == "DDIM"
+    # sampler_index names the first pass only; the second pass keeps the first pass's sampler
+    both = txt2img(service, enable_hr=True, denoising_strength=0.5, sampler_name="DDIM", sampler_index="Euler")
+    assert (both.request.sampler, both.hires.request.sampler) == ("DDIM", "DDIM")
+
+
+def test_infotext_resize_mode_that_is_not_a_mode_is_kept_for_validation(service):
+    assert img2img(service, infotext="p\nSteps: 5, Seed: 1, Resize mode: zoom").request.resize_mode == "zoom"
+
+
+def test_extra_networks_removed_from_the_prompt_alone(service):
+    translated = txt2img(service, prompt="a <lora:ink:0.5>", disable_extra_networks=True)
+    assert translated.notices == ["disable_extra_networks: removed <lora:ink:0.5>"]
+
+
+def test_hires_first_pass_sizes_and_upscale_only(service):
+    old = txt2img(service, enable_hr=True, denoising_strength=0.5, height=128, firstphase_width=60,
+                  firstphase_height=44)
+    assert old.hires.resize == (0, 128) and (old.request.width, old.request.height) == (64, 48)
+    assert "firstphase_width 60 is not a multiple of 8: generated at 64" in old.notices
+    assert "firstphase_height 44 is not a multiple of 8: generated at 48" in old.notices
+    assert txt2img(service, enable_hr=True, denoising_strength=0.5, width=96, firstphase_width=64).hires.resize == (
+        96, 0)
+    only = txt2img(service, enable_hr=True, denoising_strength=0, hr_scale=1.5, hr_upscaler="Lanczos")
+    assert (only.hires.scale, only.hires.resize, only.hires.upscaler, only.hires.request) == (1.5, None, "Lanczos",
+                                                                                            None)
+    assert only.hires.params == {"Hires upscale": 1.5, "Hires upscaler": "Lanczos"}
+    assert only.notices == ["hires fix with denoising_strength 0: the first pass was only upscaled"]
+    short = txt2img(service, enable_hr=True, denoising_strength=0.4, hr_second_pass_steps=1)
+    assert short.hires.request.effective_steps == 1
+    assert any(n.startswith("steps x denoising_strength = 2 x 0.4 is below one step") for n in short.notices)
+
+
+def test_image_urls_go_to_the_fetcher(service):
+    fetched = []
+
+    def fetch(url, field):
+        fetched.append((url, field))
+        return b"image bytes"
+
+    payload = Img2ImgPayload.model_validate({"init_images": ["https://example.com/a.png"], "prompt": "x"})
+    assert translate(payload, service, fetch=fetch).images == [b"image bytes"]
+    assert fetched == [("https://example.com/a.png", "init_images[0]")]
