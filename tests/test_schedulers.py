@@ -328,3 +328,26 @@ def test_steps_reach_the_one_step_rule():
     assert one.config.timestep_spacing == "trailing"
     assert plan_sampling(BASE_CONFIG, settings("Euler", "Uniform", steps=None)).scheduler.config.timestep_spacing \
         == "trailing"  # no steps given: planned as one
+
+
+def test_sdxl_align_your_steps_list_is_used_only_for_sdxl():
+    sd = build_scheduler(BASE_CONFIG, "Euler", "Align Your Steps", steps=6)
+    xl = build_scheduler(BASE_CONFIG, "Euler", "Align Your Steps", steps=6, xl=True)
+    planned = plan_sampling(BASE_CONFIG, settings("Euler", "Align Your Steps", steps=6)).scheduler
+    for scheduler in (sd, xl, planned):
+        scheduler.set_timesteps(6)
+    assert sd.sigmas[:3].tolist() == pytest.approx([14.615, 3.861, 1.886], rel=1e-6)  # SD 1.5's list
+    assert xl.sigmas[:3].tolist() == pytest.approx([14.615, 3.771, 1.342], rel=1e-6)  # SDXL's
+    assert torch.equal(planned.sigmas, sd.sigmas)  # plan_sampling's default is not SDXL
+
+
+def test_build_scheduler_passes_the_seeds_on():
+    assert build_scheduler(BASE_CONFIG, "DPM++ SDE", "Karras", [3, 4]).noise_sampler_seed == [3, 4]
+
+
+def test_a_sigma_list_without_an_installer_or_a_usable_fallback():
+    assert plan_sampling(BASE_CONFIG, settings("LCM", "KL Optimal")).notices == [
+        "Schedule type KL Optimal is not available with LCM; used the model's own schedule"]
+    from img2img.schedulers import describe
+
+    assert describe("DDIM", "Karras") == "DDIMScheduler()"  # the notice it says is not part of the description
