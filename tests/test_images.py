@@ -552,8 +552,9 @@ def test_more_wide_modes():
     for image in (big_endian, little_endian):
         rgb = load_image(image).image
         assert [rgb.getpixel((x, 0)) for x in range(2)] == [(128, 128, 128), (255, 255, 255)], image.mode
-    sixteen = Image.frombytes("I;16", (3, 1), np.array([16448, 39578, 65278], dtype="<u2").tobytes())
-    assert [load_image(sixteen).image.getpixel((x, 0))[0] for x in range(3)] == [64, 154, 254]
+    # 65535 is white: 33025 / 65535 x 255 = 128.5 rounds to 129 (over 65536 it would be 128); 39578 gives 154
+    sixteen = Image.frombytes("I;16", (3, 1), np.array([33025, 39578, 65278], dtype="<u2").tobytes())
+    assert [load_image(sixteen).image.getpixel((x, 0))[0] for x in range(3)] == [129, 154, 254]
     assert load_image(np.array([[0.6, 0.3]])).image.getpixel((0, 0))[0] == 153  # floats: x 255, rounded
 
 
