@@ -80,7 +80,7 @@ def test_jsonl_manifest_with_blank_lines_and_seed_minus_one(tmp_path):
     ("image,seed\na.png,1.5\n", "seed", r"row 2: seed must be a whole number, got '1.5'"),
     ("prompt\nx\n", "image", r"row 2: no image path \(column `image`\)"),
     ("image,colour\na.png,red\n", "manifest", r"row 1: unknown column 'colour'; expected image \(or path\), prompt, "
-                                               r"negative_prompt, strength, seed, output"),
+                                               r"negative_prompt, strength, seed, output, mask"),
     ("image,output\na.png,../escape.png\n", "output",
      r"row 2: output '../escape.png' must stay inside the output folder \(no absolute paths, no \.\.\)"),
     ("image,output\na.png,/etc/x.png\n", "output", r"row 2: output '/etc/x.png' must stay inside the output folder .*"),
@@ -273,7 +273,7 @@ def test_unknown_column_message_lists_the_known_ones(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"image": "a.png", "sede": 1}\n')
     with pytest.raises(InvalidRequest, match=r"row 1: unknown column 'sede'; expected image \(or path\), prompt, "
-                                             r"negative_prompt, strength, seed, output$") as info:
+                                             r"negative_prompt, strength, seed, output, mask$") as info:
         collect_items(manifest)
     assert info.value.field == "manifest"
 

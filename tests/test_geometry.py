@@ -172,5 +172,5 @@ def test_fill_keeps_at_least_one_pixel(source, scaled, offset):
 
 
 def test_unknown_mode_lists_the_modes():
-    with pytest.raises(ValueError, match="^unknown resize mode 'zoom'; expected one of stretch, crop, fill$"):
+    with pytest.raises(ValueError, match="^unknown resize mode 'zoom'; expected one of stretch, crop, fill, latent$"):
         plan_resize((1, 1), (8, 8), "zoom")

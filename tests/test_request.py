@@ -134,7 +134,7 @@ def test_every_limit_is_inclusive():
         ({"height": 12}, "height", "height must be a multiple of 8, got 12"),
         ({"width": 7}, "width", "width must be between 8 and 4096, got 7"),
         ({"batch_size": 65}, "batch_size", "batch_size must be between 1 and 64, got 65"),
-        ({"resize_mode": 3}, "resize_mode", "resize_mode must be one of stretch, crop, fill"),
+        ({"resize_mode": 4}, "resize_mode", "resize_mode must be one of stretch, crop, fill, latent"),
         ({"resize_mode": True}, "resize_mode", "got True"),
         ({"background": None}, "background", "background must be a colour name or #rrggbb, got None"),
         ({"background": 7}, "background", "got 7"),
@@ -159,8 +159,8 @@ def test_normalized_spellings():
     assert Request(prompt="", resize_mode=True).normalized().resize_mode is True  # a bool is not mode 1
     assert Request(prompt="", seed=True).normalized().seed is True  # nor is it -1
     assert Request(prompt="", seed=0, subseed=5).normalized().subseed == 5
-    unchanged = Request(prompt="", resize_mode=5)
-    assert unchanged.normalized() is unchanged
+    unchanged = Request(prompt="", resize_mode=5).normalized()
+    assert unchanged.normalized() is unchanged  # nothing left to normalize: the same object
 
 
 def test_effective_steps_without_steps_is_zero():
