@@ -272,7 +272,8 @@ def test_row_values_are_checked_by_name(tmp_path, row, field, message):
 def test_unknown_column_message_lists_the_known_ones(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"image": "a.png", "sede": 1}\n')
-    with pytest.raises(InvalidRequest, match=r"row 1: unknown column 'sede'; expected image \(or path\), prompt, "
+    with pytest.raises(InvalidRequest, match=rf"^{re.escape(str(manifest))}: row 1: unknown column 'sede'; "
+                                             r"expected image \(or path\), prompt, "
                                              r"negative_prompt, strength, seed, output, mask$") as info:
         collect_items(manifest)
     assert info.value.field == "manifest"

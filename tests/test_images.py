@@ -648,3 +648,18 @@ def test_hard_link_failures(tmp_path, monkeypatch, error, outcome):
             write_atomically(b"data", path)
         assert not path.exists()
     assert [p.name for p in tmp_path.iterdir()] == (["a.png"] if outcome == "written" else [])
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"UNICODE\0" + "日a".encode("utf-16-le"), "日a"),  # one zero byte, in the odd place: little-endian
+    (b"UNICODE\0" + "\x01".encode("utf-16-le"), "\x01"),
+])
+def test_user_comment_byte_order_is_read_from_the_zero_bytes(raw, text):
+    from img2img.images import _decode_user_comment
+
+    assert _decode_user_comment(raw) == text
+
+
+def test_a_known_format_with_a_broken_header():
+    with pytest.raises(ImageError, match=r"^<bytes>: not an image, or a corrupt one \(Truncated File Read\)$"):
+        load_image(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")
