@@ -520,6 +520,8 @@ def test_hires_first_pass_sizes_and_upscale_only(service):
                                                                                             None)
     assert only.hires.params == {"Hires upscale": 1.5, "Hires upscaler": "Lanczos"}
     assert only.notices == ["hires fix with denoising_strength 0: the first pass was only upscaled"]
+    sized = txt2img(service, enable_hr=True, denoising_strength=0, hr_resize_x=128, hr_resize_y=96).hires
+    assert (sized.resize, sized.size(64, 48), sized.params.get("Hires upscale")) == ((128, 96), (128, 96), None)
     short = txt2img(service, enable_hr=True, denoising_strength=0.4, hr_second_pass_steps=1)
     assert short.hires.request.effective_steps == 1
     assert any(n.startswith("steps x denoising_strength = 2 x 0.4 is below one step") for n in short.notices)
