@@ -424,7 +424,7 @@ def test_grey_with_alpha_and_transparent_grey():
     assert load_image(opaque_palette).image.getpixel((0, 0)) == (1, 2, 3)
 
 
-@pytest.mark.parametrize("fmt, path, expected", [("png", None, "PNG"), ("JPG", "x.png", "JPEG"), ("webp", None, "WEBP"),
+@pytest.mark.parametrize("fmt, path, expected", [("png", None, "PNG"), ("JPG", "x.jpg", "JPEG"), ("webp", None, "WEBP"),
                                                  (None, "a/b.JPEG", "JPEG"), (None, "b.webp", "WEBP"),
                                                  (None, "noext", "PNG"), (None, None, "PNG"), ("", "x.jpg", "JPEG")])
 def test_resolve_format(fmt, path, expected):
@@ -592,8 +592,12 @@ def test_png_is_the_default_and_carries_a_text_chunk():
 
 def test_save_image_format_and_overwrite(tmp_path):
     path = tmp_path / "x.png"
-    save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")  # the format asked for wins over the extension
-    assert Image.open(path).format == "JPEG"
+    with pytest.raises(OutputError, match="the file name says .png but the format is jpeg"):
+        save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")
+    assert not path.exists()
+    save_image(Image.new("RGB", (4, 4)), tmp_path / "y.jpg", fmt="jpeg")
+    assert Image.open(tmp_path / "y.jpg").format == "JPEG"
+    save_image(Image.new("RGB", (4, 4)), path)
     with pytest.raises(OutputError, match="already exists"):
         save_image(Image.new("RGB", (4, 4)), path)
     save_image(Image.new("RGB", (4, 4), "red"), path, overwrite=True)

@@ -192,5 +192,7 @@ def test_result_save_names_formats_and_infotexts(tmp_path):
     assert result.image is result.images[0]
     assert [p.name for p in result.save(output_dir=tmp_path)] == ["img2img-5.png", "img2img-9.png"]
     assert [p.name for p in result.save(tmp_path / "noext", fmt="png")] == ["noext-1.png", "noext-2.png"]
-    asked = result.save(tmp_path / "asked.png", fmt="jpeg")  # the format asked for wins over the extension
-    assert [p.name for p in asked] == ["asked-1.png", "asked-2.png"] and Image.open(asked[0]).format == "JPEG"
+    with pytest.raises(OutputError, match="the file name says .png but the format is jpeg"):
+        result.save(tmp_path / "asked.png", fmt="jpeg")  # a name and a format that disagree
+    asked = result.save(tmp_path / "asked", fmt="jpeg")
+    assert [p.name for p in asked] == ["asked-1.jpg", "asked-2.jpg"] and Image.open(asked[0]).format == "JPEG"
