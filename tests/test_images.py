@@ -356,6 +356,8 @@ def _p3_to_srgb(rgb):
     srgb = to_xyz([(0.640, 0.330), (0.300, 0.600), (0.150, 0.060)])
     out = np.linalg.solve(srgb, p3 @ np.array([linear(c) for c in rgb]))
     return tuple(round(encoded(c) * 255) for c in out)
+
+
 def test_array_shapes_and_dtypes():
     grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
     for array in (grey, grey[:, :, None]):  # HxW and HxWx1
@@ -590,11 +592,12 @@ def test_png_is_the_default_and_carries_a_text_chunk():
 
 def test_save_image_format_and_overwrite(tmp_path):
     path = tmp_path / "x.png"
-    with pytest.raises(OutputError, match="make them agree"):  # a .png file holding JPEG bytes fools viewers
+    with pytest.raises(OutputError, match="the file name says .png but the format is jpeg"):
         save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")
     assert not path.exists()
-    save_image(Image.new("RGB", (4, 4)), path, fmt="png")
-    assert Image.open(path).format == "PNG"
+    save_image(Image.new("RGB", (4, 4)), tmp_path / "y.jpg", fmt="jpeg")
+    assert Image.open(tmp_path / "y.jpg").format == "JPEG"
+    save_image(Image.new("RGB", (4, 4)), path)
     with pytest.raises(OutputError, match="already exists"):
         save_image(Image.new("RGB", (4, 4)), path)
     save_image(Image.new("RGB", (4, 4), "red"), path, overwrite=True)

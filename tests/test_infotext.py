@@ -152,3 +152,29 @@ def test_prompt_and_negative_lines():
 ])
 def test_scanner_agrees_with_the_grammar_on_quoting_corners(line):
     assert _param_pairs(line) == PARAM_GRAMMAR.findall(line)
+
+
+def test_inpainting_fields_come_back():
+    text = ("p\nSteps: 5, Seed: 1, Mask blur: 6, Mask mode: Inpaint not masked, Masked content: latent noise, "
+            "Inpaint area: Only masked, Masked area padding: 24, Outpaint: left 64, Mask hash: abc123, "
+            "Mask round: False, Mask from alpha:  TRUE , Noise multiplier: 0.9")
+    fields = fields_from_infotext(text)
+    assert {k: v for k, v in fields.items() if k not in ("prompt", "negative_prompt", "steps", "seed")} == {
+        "mask_blur": 6, "invert_mask": True, "inpaint_fill": "latent noise", "inpaint_area": "Only masked",
+        "inpaint_padding": 24, "outpaint": "left 64", "mask_hash": "abc123", "mask_round": False,
+        "mask_from_alpha": True, "noise_multiplier": 0.9}
+    both = fields_from_infotext("p\nSteps: 5, Mask blur: 4, Mask blur x: 3, Mask blur y: 5, Mask mode: Inpaint masked")
+    assert (both["mask_blur"], both["invert_mask"]) == ((3, 5), False)  # x and y win over the single value
+    assert "mask_blur" not in fields_from_infotext("p\nSteps: 5, Seed: 1, Mask blur x: 3")  # x without y
+    assert fields_from_infotext("p\nSteps: 5, Seed: 1, Size: 8x8") == {
+        "prompt": "p", "negative_prompt": "", "steps": 5, "seed": 1, "width": 8, "height": 8}
+
+
+@pytest.mark.parametrize("line, key", [("Mask blur: soft", "Mask blur"),
+                                       ("Mask blur x: 1, Mask blur y: y", "Mask blur y"),
+                                       ("Mask blur x: x, Mask blur y: 1", "Mask blur x"),
+                                       ("Masked area padding: wide", "Masked area padding")])
+def test_unreadable_inpainting_numbers_name_the_key(line, key):
+    with pytest.raises(InvalidRequest, match=f"^stored parameters: {key} is '[a-z]+', not a int$") as info:
+        fields_from_infotext("p\nSteps: 5, Seed: 1, " + line)
+    assert info.value.field == key

@@ -239,8 +239,8 @@ def unet_gate(server, call: int):
 def test_progress_preview_then_interrupt_returns_what_finished(server, picture, engine):
     payload = {"prompt": "x", "seed": 5, "steps": 20, "denoising_strength": 1.0, "init_images": [b64(picture)],
                "width": 64, "height": 64}
-    # Outside the gate: loading waits for a running generation, so ask the model before the job starts.
     latent_side = 64 // engine.load().pipe.vae_scale_factor  # the tiny VAE scales by 2, real ones by 8
+    # (asked before the job: loading waits for a running generation)
     with unet_gate(server, call=2) as (reached, release):  # held in step 2: step 1 is done, its latents known
         thread, box = in_thread(lambda: post(server, payload))
         assert reached.wait(60)
