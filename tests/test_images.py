@@ -667,3 +667,19 @@ def test_user_comment_byte_order_is_read_from_the_zero_bytes(raw, text):
 def test_a_known_format_with_a_broken_header():
     with pytest.raises(ImageError, match=r"^<bytes>: not an image, or a corrupt one \(Truncated File Read\)$"):
         load_image(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")
+
+
+def test_premultiplied_grey_alpha_is_composited():
+    grey = Image.new("LA", (2, 1), (100, 255))
+    grey.putpixel((1, 0), (50, 0))  # fully transparent: the background shows
+    loaded = load_image(grey.convert("La"), background="#ff0000").image
+    assert [loaded.getpixel((x, 0)) for x in range(2)] == [(100, 100, 100), (255, 0, 0)]
+
+
+def test_rgb_png_colour_key_is_composited_on_the_background():
+    rgb = Image.new("RGB", (2, 1), (10, 20, 30))
+    rgb.putpixel((1, 0), (200, 0, 0))
+    buffer = io.BytesIO()
+    rgb.save(buffer, "PNG", transparency=(200, 0, 0))  # tRNS: this exact colour is transparent
+    loaded = load_image(buffer.getvalue(), background="#00ff00").image
+    assert [loaded.getpixel((x, 0)) for x in range(2)] == [(10, 20, 30), (0, 255, 0)]

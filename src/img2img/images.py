@@ -106,11 +106,13 @@ def _to_rgb(img, background: str, icc: bytes | None = None, name: str = "<image>
         img = Image.fromarray(arr, "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("La", "PA", "RGBa"):
+    if img.mode == "La":  # premultiplied grey + alpha: Pillow converts it to LA only
+        img = img.convert("LA")
+    if img.mode in ("PA", "RGBa"):
         img = img.convert("RGBA")
     img, notice = to_srgb(img, icc, name)  # before compositing: the background colour is sRGB already
     notices = [notice] if notice else []
-    if img.mode == "LA" or (img.mode == "L" and "transparency" in img.info):
+    if img.mode == "LA" or (img.mode in ("L", "RGB") and "transparency" in img.info):  # PNG colour keys too
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, background)
