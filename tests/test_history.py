@@ -58,21 +58,7 @@ def test_missing_database_is_rebuilt(tmp_path, result):
 
 def test_concurrent_writers(tmp_path, result):
     histories = [History(tmp_path), History(tmp_path)]  # e.g. the API and the UI
-    errors = []
-
-    def writer(history):
-        try:
-            for _ in range(5):
-                history.add(result)
-        except Exception as exc:  # pragma: no cover - the assertion below reports it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(h,)) for h in histories for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert _add_from_two_threads_each(histories, result) == []
     entries = History(tmp_path).list(limit=None)
     assert len(entries) == 40 and len({e.image for e in entries}) == 40
     assert all(e.image.is_file() for e in entries)
@@ -92,15 +78,25 @@ def test_many_concurrent_writers_never_lose_an_image_to_a_name_collision(tmp_pat
         token_hex=lambda n: f"{pool.randrange(4):06x}" if n == 3 else real(n)))
     monkeypatch.setattr(history_module.time, "strftime", lambda fmt, *a: "2024-01-01" if "%Y" in fmt else "120000")
     histories = [History(tmp_path) for _ in range(4)]
+    assert _add_from_two_threads_each(histories, result) == []
+    entries = History(tmp_path).list(limit=None)
+    assert len(entries) == 80 and len({e.image for e in entries}) == 80
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 80
+    for entry in entries:  # every file holds its own entry's image: nothing was overwritten
+        assert read_infotext(entry.image) == entry.infotext and f"Seed: {entry.seed}," in entry.infotext
+
+
+def _add_from_two_threads_each(histories, result, adds: int = 5) -> list:
+    """Two threads per History add `result` `adds` times each, all starting together; the errors raised."""
     errors = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(2 * len(histories))
 
     def writer(history):
         start.wait()
         try:
-            for _ in range(5):
+            for _ in range(adds):
                 history.add(result)
-        except Exception as exc:  # pragma: no cover - the assertion below reports it
+        except Exception as exc:  # pragma: no cover - the caller's assertion reports it
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(h,)) for h in histories for _ in range(2)]
@@ -108,9 +104,4 @@ def test_many_concurrent_writers_never_lose_an_image_to_a_name_collision(tmp_pat
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
-    entries = History(tmp_path).list(limit=None)
-    assert len(entries) == 80 and len({e.image for e in entries}) == 80
-    assert len(list((tmp_path / "images").rglob("*.png"))) == 80
-    for entry in entries:  # every file holds its own entry's image: nothing was overwritten
-        assert read_infotext(entry.image) == entry.infotext and f"Seed: {entry.seed}," in entry.infotext
+    return errors
