@@ -6,9 +6,12 @@
     python benchmarks/load.py --spawn-tiny --requests 200 --clients 16
     # the same on Ray Serve replicas (scaling: compare --replicas 1 and 2 with one thread each):
     python benchmarks/load.py --spawn-tiny --engine ray --replicas 2 --cpu-threads 1 --requests 60 --clients 8
+    # micro-batching: the same load against a server with --max-batch 1, then one with --max-batch 8
+    python benchmarks/load.py --spawn-tiny --requests 64 --clients 8 --max-batch 1 --max-batch 8
 
 Prints throughput, p50/p99 latency, error counts by HTTP status, the server's RSS before and after (the front
-process's only, with --engine ray) and the machine's load average.
+process's only, with --engine ray) and the machine's load average; with several --max-batch values (spawned
+servers only), each one's throughput relative to the first, and how many jobs ran in batched calls.
 """
 
 from __future__ import annotations
@@ -60,12 +63,13 @@ def picture_b64(size: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def spawn_tiny(max_queue: int, engine: str = "local", replicas: int = 1,
-               cpu_threads: int | None = None) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
+def spawn_tiny(max_queue: int, engine: str = "local", replicas: int = 1, cpu_threads: int | None = None,
+               max_batch: int = 1, batch_wait: float = 50.0,
+               model: str | None = None) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     from img2img.testing import build_tiny_sd
 
     folder = tempfile.TemporaryDirectory(prefix="img2img-load-")
-    model = build_tiny_sd(Path(folder.name) / "tiny-sd")
+    model = model or build_tiny_sd(Path(folder.name) / "tiny-sd")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -76,6 +80,8 @@ def spawn_tiny(max_queue: int, engine: str = "local", replicas: int = 1,
         command += ["--replicas", str(replicas)]
     if cpu_threads:
         command += ["--cpu-threads", str(cpu_threads)]
+    if max_batch > 1:
+        command += ["--max-batch", str(max_batch), "--batch-wait", str(batch_wait)]
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "IMG2IMG_DTYPE": "float32",
                                              "IMG2IMG_BACKEND": "torch"})
     return process, f"http://127.0.0.1:{port}", folder
@@ -111,17 +117,35 @@ def main(argv: list[str] | None = None) -> None:
                         "server's --engine")
     parser.add_argument("--replicas", type=int, default=1, help="with --spawn-tiny --engine ray: model replicas")
     parser.add_argument("--cpu-threads", type=int, help="with --spawn-tiny: torch threads (per replica)")
+    parser.add_argument("--max-batch", type=int, action="append", default=None,
+                        help="with --spawn-tiny: the server's --max-batch; repeat to compare (default: 1)")
+    parser.add_argument("--batch-wait", type=float, default=50.0, help="with --spawn-tiny: --batch-wait in ms")
+    parser.add_argument("--model", default=None, help="with --spawn-tiny: serve this model instead of a tiny one")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.clients <= MAX_CLIENTS or \
             not 0 < args.duration <= MAX_SECONDS:
         raise SystemExit(f"bounds: requests 1..{MAX_REQUESTS}, clients 1..{MAX_CLIENTS}, duration (0, {MAX_SECONDS}]")
+    batches = args.max_batch or [1]
+    if len(batches) > 1 and not args.spawn_tiny:
+        raise SystemExit("comparing several --max-batch values needs --spawn-tiny (a server per value)")
+    first = None
+    for max_batch in batches:
+        throughput = run_load(args, max_batch)
+        first = first or throughput
+        if len(batches) > 1:
+            print(f"--max-batch {max_batch}: throughput x{throughput / first:.2f} of --max-batch {batches[0]}\n")
+
+
+def run_load(args, max_batch: int) -> float:
+    """One load run (against a server spawned for it, or the one at --url); prints it, returns ok req/s."""
 
     import httpx
 
     process = folder = None
     url, pid = loopback_only(args.url), args.server_pid
     if args.spawn_tiny:
-        process, url, folder = spawn_tiny(args.max_queue, args.engine, args.replicas, args.cpu_threads)
+        process, url, folder = spawn_tiny(args.max_queue, args.engine, args.replicas, args.cpu_threads, max_batch,
+                                          args.batch_wait, args.model)
         pid = process.pid
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     payload = {"prompt": "a lighthouse at dusk", "init_images": [picture_b64(args.size)], "steps": args.steps,
@@ -171,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         wall = time.perf_counter() - began
         after = rss_mb(pid)
         load_after = os.getloadavg()
+        with httpx.Client(timeout=10, headers=headers) as probe:
+            queue = probe.get(url + "/v1/health").json().get("queue", {})
     finally:
         if process is not None:
             process.terminate()
@@ -186,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"requests: {len(latencies)} in {wall:.1f} s with {args.clients} clients "
           f"({args.steps} steps, {args.size}x{args.size}); engine: {engine}"
-          + (f", {args.replicas} replica(s)" if args.spawn_tiny and engine == "ray" else ""))
+          + (f", {args.replicas} replica(s)" if args.spawn_tiny and engine == "ray" else "")
+          + f", server --max-batch {queue.get('max_batch', '?')}")
+    if queue.get("batched_calls") is not None:
+        print(f"batched: {queue['batched_jobs']} jobs in {queue['batched_calls']} shared calls")
     print(f"throughput: {ok / wall:.2f} ok req/s ({len(latencies) / wall:.2f} req/s all)")
     print(f"latency: p50 {pct(50) * 1000:.0f} ms, p99 {pct(99) * 1000:.0f} ms, "
           f"mean {statistics.fmean(ordered) * 1000 if ordered else float('nan'):.0f} ms")
@@ -196,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("server RSS: unknown (pass --server-pid or --spawn-tiny)")
     print("load average (1 min) before / after: " + f"{load_before[0]:.2f} / {load_after[0]:.2f}")
+    return ok / wall
 
 
 if __name__ == "__main__":

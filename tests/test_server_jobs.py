@@ -158,3 +158,97 @@ def test_shutdown_fails_waiting_jobs_refuses_new_ones_and_interrupts_after_grace
     assert running.future.result(5) == []  # interrupted after the grace period
     queue.shutdown(wait=True, timeout=5)
     assert not queue._worker.is_alive()
+
+
+# ---------------------------------------------------------------- micro-batching (serve --max-batch)
+
+def grouping_queue(max_batch=4, batch_wait=0.0, fail=False):
+    """A queue whose shared calls are recorded: each returns ("together", payload) per job, or fails."""
+    calls = []
+
+    def run_together(jobs):
+        calls.append([job.together.payload for job in jobs])
+        if fail:
+            raise RuntimeError("the shared call failed")
+        return [("together", job.together.payload) for job in jobs]
+
+    return JobQueue(max_waiting=16, max_batch=max_batch, batch_wait=batch_wait, run_together=run_together), calls
+
+
+def test_waiting_jobs_with_one_key_run_as_one_call_up_to_max_batch_images():
+    from img2img.server.jobs import Together
+
+    queue, calls = grouping_queue(max_batch=4)
+    work, started, release = blocker()
+    queue.submit(work)
+    assert started.wait(5)
+    specs = [("a", 1, "a1"), ("b", 1, "b1"), ("a", 2, "a2"), ("a", 2, "a3"), (None, 1, "alone"), ("a", 1, "a4")]
+    jobs = [queue.submit(lambda job, p=payload: ("alone", p),
+                         together=None if key is None else Together(key, images, payload))
+            for key, images, payload in specs]
+    release.set()
+    answers = [job.future.result(5) for job in jobs]
+    # the head "a" job takes the "a" jobs that fit its 4 images (1 + 2 + 1), in queue order; "a3" (2 more) waits
+    assert calls[0] == ["a1", "a2", "a4"]
+    assert answers[0] == ("together", "a1") and answers[2] == ("together", "a2") and answers[5] == ("together", "a4")
+    assert answers[1] == ("alone", "b1")  # a key of its own and no company: its own function
+    assert answers[3] == ("alone", "a3") and answers[4] == ("alone", "alone")
+    assert len(calls) == 1 and queue.batches == 1 and queue.batched_jobs == 3 and queue.completed == 7
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_the_head_job_waits_batch_wait_for_company():
+    from img2img.server.jobs import Together
+
+    queue, calls = grouping_queue(max_batch=2, batch_wait=5.0)
+    first = queue.submit(lambda job: ("alone", 1), together=Together("k", 1, 1))
+    wait_for(lambda: queue.running is not None)  # waiting for company, not yet run
+    assert not first.future.done()
+    second = queue.submit(lambda job: ("alone", 2), together=Together("k", 1, 2))
+    assert first.future.result(5) == ("together", 1) and second.future.result(5) == ("together", 2)
+    assert calls == [[1, 2]]  # the second job arrived within the wait and filled the call at once
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_a_failed_shared_call_runs_each_job_alone_with_its_own_answer():
+    from img2img.server.jobs import Together
+
+    queue, calls = grouping_queue(fail=True)
+    work, started, release = blocker()
+    queue.submit(work)
+    assert started.wait(5)
+
+    def bad(job):
+        raise ValueError("this job's own error")
+
+    good = queue.submit(lambda job: "good alone", together=Together("k", 1, "good"))
+    broken = queue.submit(bad, together=Together("k", 1, "bad"))
+    release.set()
+    assert good.future.result(5) == "good alone"
+    with pytest.raises(ValueError, match="own error"):
+        broken.future.result(5)
+    assert calls == [["good", "bad"]] and queue.batches == 0
+    queue.shutdown(wait=True, timeout=5)
+
+
+def test_interrupt_and_shutdown_reach_every_job_of_a_shared_call():
+    from img2img.server.jobs import Together
+
+    inside = threading.Event()
+
+    def run_together(jobs):
+        inside.set()
+        wait_for(lambda: all(job.interrupted for job in jobs), timeout=10)
+        return [None for _ in jobs]
+
+    queue = JobQueue(max_waiting=8, max_batch=4, run_together=run_together)
+    work, started, release = blocker()
+    queue.submit(work)
+    assert started.wait(5)
+    jobs = [queue.submit(lambda job: "alone", together=Together("k", 1, i)) for i in range(3)]
+    release.set()
+    assert inside.wait(5)
+    queue.shutdown(grace=0.1)  # interrupts the whole call, not only its first job
+    assert [job.future.result(15) for job in jobs] == [None, None, None]
+    assert all(job.interrupted for job in jobs)
+    queue.shutdown(wait=True, timeout=5)

@@ -321,3 +321,43 @@ class Conditioning:
             tensors["add_text_embeds"] = combine(kwargs["negative_pooled_prompt_embeds"],
                                                  kwargs["pooled_prompt_embeds"])
         return tensors
+
+
+class StackedConditioning:
+    """The conditioning of several requests run as one batch: each member's embeddings, repeated for its
+    images, stacked in batch order (all negatives before all positives under CFG, as the pipeline orders
+    them). The members' embeddings must have one length (Conditioning.length)."""
+
+    def __init__(self, members: list[tuple[Conditioning, int]]):
+        self.members = members  # (conditioning, images it conditions)
+
+    @property
+    def xl(self) -> bool:
+        return self.members[0][0].xl
+
+    @property
+    def step_tensor_names(self) -> list[str]:
+        if not any(c.scheduled for c, _ in self.members):
+            return []
+        return ["prompt_embeds", "add_text_embeds"] if self.xl else ["prompt_embeds"]
+
+    def key(self, step: int) -> tuple:
+        return tuple(c.key(step) for c, _ in self.members)
+
+    def pipeline_kwargs(self, step: int = 0) -> dict:
+        import torch
+
+        parts = [(c.pipeline_kwargs(step), count) for c, count in self.members]
+        return {name: torch.cat([kwargs[name].repeat(count, *([1] * (kwargs[name].dim() - 1)))
+                                 for kwargs, count in parts]) for name in parts[0][0]}
+
+    def step_tensors(self, step: int, batch: int, guidance: bool) -> dict:
+        """As Conditioning.step_tensors for the whole batch (`batch` is per member, so it is not used)."""
+        import torch
+
+        parts = [(c.step_tensors(step, count, guidance), count) for c, count in self.members]
+        if not guidance:
+            return {name: torch.cat([t[name] for t, _ in parts]) for name in parts[0][0]}
+        # under CFG each member's tensors are [its negatives, its positives]; the batch wants all negatives first
+        return {name: torch.cat([t[name][:count] for t, count in parts] + [t[name][count:] for t, count in parts])
+                for name in parts[0][0]}

@@ -17,11 +17,13 @@ from typing import Any
 from . import inpaint, networks, styles
 from .backends import Acceleration, sized_for
 from .backends.autoencoders import vae_name
+from .conditioning import StackedConditioning
 from .errors import Interrupted, InvalidRequest
-from .geometry import MAX_SIDE, MIN_SIDE, TargetSize, automatic_min_side, plan_resize, restore_box, target_size
-from .images import DEFAULT_MAX_PIXELS, apply_plan, load_image, restore_size
+from .geometry import MAX_SIDE, MIN_SIDE, TargetSize, automatic_min_side, target_size
+from .images import DEFAULT_MAX_PIXELS, load_image, restore_size
 from .infotext import format_infotext
-from .latent_resize import encode_size, resize_encoded_latents
+from .job import PER_JOB, GenerationJob, NotTogether, input_size, tell
+from .latent_resize import resize_encoded_latents
 from .masks import paste_back
 from .models import CACHE, LoadedModel, PipelineCache, choose_device, resolve_model
 from .noise import apply_variation, batch_seeds, scale_initial_noise, text_to_image_noise
@@ -140,85 +142,115 @@ class Engine:
         With `mask` (or mask_from_alpha, or outpaint) only part of the image is repainted; `latent_mask`
         (A1111's) replaces the mask for the generation itself, unblurred.
         """
+        if isinstance(image, (list, tuple)) and len(image) > 1 and mask is not None:
+            return self._run_each(request, list(image), mask, latent_mask, on_step)
+        return self._generate([GenerationJob(request, image, mask, latent_mask)], on_step)[0]
+
+    def run_together(self, jobs: list[tuple[Request, Any]], *,
+                     on_step: StepCallback | None = None) -> list[Result]:
+        """Several (request, image) jobs as one batched pipeline call; one Result each, as `run` gives it.
+
+        Each job keeps its own prompts, input image and seeds; they must agree on what the call shares
+        (`together_key`), else InvalidRequest. Each result equals the job run alone (the same seeds draw the
+        same noise) up to float rounding of batched arithmetic. Jobs the call cannot hold after all (prompts
+        that encode to different lengths, an inpainting model) run one after another. `on_step` sees the whole
+        batch's latents, in job order.
+        """
+        if len(jobs) > 1:
+            keys = {self.together_key(self.prepare(request, choose_mode(request, image)), image)
+                    for request, image in jobs}
+            if None in keys or len(keys) > 1:
+                raise InvalidRequest("jobs run together must agree on everything but prompts, images and seeds",
+                                     "jobs")
+        try:
+            return self._generate([GenerationJob(request, image) for request, image in jobs], on_step)
+        except NotTogether:
+            return [self.run(request, image, on_step=on_step) for request, image in jobs]
+
+    def together_key(self, request: Request, image) -> tuple | None:
+        """What jobs must share to run as one pipeline call (run_together): everything but their prompts, input
+        images, seeds and what is done to each result afterwards, plus the input's size (which decides the output
+        size) and the LoRAs named (they apply to the whole call). None for a job that runs alone: a mask from
+        alpha, outpainting, latent resizing, several input images. Takes a prepared request (`prepare`)."""
+        if request.mask_from_alpha or request.outpaint is not None or request.resize_mode == "latent" \
+                or isinstance(image, (list, tuple)):
+            return None
+        shared = tuple((name, getattr(request, name)) for name in sorted(vars(request)) if name not in PER_JOB)
+        loras = tuple(sorted((tag.name, tag.text_encoder, tag.unet) for tag in _network_tags(request)
+                             if tag.kind == "lora"))
+        return choose_mode(request, image), input_size(image), shared, loras
+
+    def _generate(self, jobs: list[GenerationJob], on_step: StepCallback | None) -> list[Result]:
+        """The generation of `run` for one job, or for several that share one pipeline call (run_together)."""
         import numpy as np
         import torch
 
-        if isinstance(image, (list, tuple)) and len(image) > 1 and mask is not None:
-            return self._run_each(request, list(image), mask, latent_mask, on_step)
         started = time.perf_counter()
         interrupts = self._interrupts  # an interrupt() from here on stops this run
-        mode = choose_mode(request, image)
+        together = len(jobs) > 1
+        mode = choose_mode(jobs[0].request, jobs[0].image)
         # 1. validate, with the model's defaults filled in (before any model loads)
-        request = self.prepare(request, mode)
+        for job in jobs:
+            job.request = self.prepare(job.request, mode)
         # 2. read the input image(s) and the mask, if any (bad files fail before the model loads, too)
-        sources = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
-        if len(sources) > 1 and len(sources) != request.batch_size:
-            raise InvalidRequest(f"{len(sources)} input images need batch_size {len(sources)}, got "
-                                 f"{request.batch_size}", "batch_size")
-        loaded_images = [load_image(source, max_pixels=self.max_pixels, background=request.background)
-                         for source in sources]
-        loaded_image = loaded_images[0] if loaded_images else None
-        repaint = inpaint.read_repaint(request, sources, loaded_image, mask, max_pixels=self.max_pixels,
-                                       latent_mask=latent_mask)
-        if repaint is None:  # a repainted result is pasted into the input, so it lines up anyway
-            for loaded in loaded_images:
-                _check_keep_size(request, loaded.original_size)
-        notices = [notice for loaded in loaded_images for notice in loaded.notices]
+        for job in jobs:
+            job.read(self.max_pixels)
+        first, request = jobs[0], jobs[0].request  # the first job's settings are every job's (together_key)
+        loaded_image = first.loaded[0] if first.loaded else None
         acceleration, fallback_notices = self.acceleration_for(request)
-        notices += fallback_notices
+        tell(jobs, fallback_notices)
         with GPU_LOCK:
             self._stop_if_interrupted(interrupts)  # while the input was read or another run had the lock
             # 3. load the model (cached) on the backend that can do this request; masks and inpainting models
             # use its inpainting pipeline
             model = self.load(acceleration)
-            notices += model.notices
+            tell(jobs, model.notices)
             self._stop_if_interrupted(interrupts)
-            if mode == "img2img" and (repaint is not None or model.is_inpainting):
+            if mode == "img2img" and (first.repaint is not None or model.is_inpainting):
                 mode = "inpaint"
             blank = mode == "txt2img" and model.is_inpainting  # A1111: a blank picture, all of it masked
             if blank:
                 mode = "inpaint"
-            latent_resize = loaded_image is not None and request.resize_mode == "latent" and repaint is None
+            if together and mode == "inpaint":
+                raise NotTogether()  # an inpainting model's extra inputs are prepared for one job
+            latent_resize = loaded_image is not None and request.resize_mode == "latent" and first.repaint is None
             if latent_resize and mode == "inpaint":
                 raise InvalidRequest("resize_mode latent resizes latents, which an inpainting model's extra inputs "
                                      "cannot follow; use stretch, crop or fill", "resize_mode")
             # 4. plan the size (within the side limits) and prepare the image(s): all take the first one's size;
             # with a mask, what gets repainted (the whole picture or the masked area's box)
-            masked = inpaint.prepare_inputs(request, repaint, model.native)
-            plans = []  # how each input became the generation's input (keep_size undoes it)
+            masked = inpaint.prepare_inputs(request, first.repaint, model.native)
             if loaded_image is None:
                 width, height = request.width or model.native, request.height or model.native
-                prepared, inputs = [], {"width": width, "height": height}
+                inputs = {"width": width, "height": height}
                 if blank:
                     inputs["strength"] = 1.0
             elif masked is not None:
-                (width, height), prepared = masked.size, [masked.image]
+                (width, height), first.prepared = masked.size, [masked.image]
                 inputs = {"strength": request.strength}
             else:
                 size = target_size(*loaded_image.original_size, model.native, request.width, request.height)
                 width, height = size.width, size.height
-                if size.limited:
-                    notices.append(_limited_size_notice(loaded_image.original_size, size, request, model.native))
-                # latent: the pixels keep the first input's size (to whole latents), the latents are resized
-                pixel_mode = "stretch" if latent_resize else request.resize_mode
-                plans = [plan_resize(loaded.original_size, (width, height), pixel_mode) for loaded in loaded_images]
-                encoded = encode_size(loaded_image.original_size) if latent_resize else (width, height)
-                prepared = [apply_plan(loaded.image, plan_resize(loaded.original_size, encoded, pixel_mode))
-                            for loaded in loaded_images]
-                inputs = {"image": prepared[0] if len(prepared) == 1 else prepared, "strength": request.strength}
+                for job in jobs:
+                    if size.limited:
+                        job.notices.append(_limited_size_notice(loaded_image.original_size, size, job.request,
+                                                                model.native))
+                    job.plan_images(width, height, latent_resize)
+                images = [image for job in jobs for image in job.images_per_output()]
+                inputs = {"image": images if together else first.prepared[0] if len(first.prepared) == 1
+                          else first.prepared, "strength": request.strength}
             # 5. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
-            first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-            subseed = None
-            if request.subseed_strength > 0:
-                subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
-            seeds, subseeds = batch_seeds(first, request.batch_size, subseed, request.subseed_strength)
+            for job in jobs:
+                job.choose_seeds()
+            seeds = [seed for job in jobs for seed in job.seeds]
+            subseeds = [subseed for job in jobs for subseed in job.subseeds]
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same noise on every device
             # 6. a private view of the mode's pipeline with a fresh scheduler (the cached one is never mutated),
             # its own noise (if it draws any) seeded from the image seeds
             pipe = copy.copy(model.pipeline(mode))
             sampling = plan_sampling(model.pipe.scheduler.config, request, xl=model.is_xl, seeds=seeds)
             pipe.scheduler = sampling.scheduler
-            notices += sampling.notices
+            tell(jobs, sampling.notices)
             if request.noise_multiplier != 1:  # before the variation's mixing, which wraps it
                 scale_initial_noise(pipe, request.noise_multiplier)
             if subseeds and loaded_image is None:
@@ -230,37 +262,61 @@ class Engine:
             if mode == "inpaint":
                 if not request.mask_round:  # keep the blurred mask's grey levels (A1111's mask_round off)
                     pipe.mask_processor = inpaint.soft_mask_processor(pipe.mask_processor)
-                pictures = [inpaint.blank_picture((width, height))] if blank else prepared
+                pictures = [inpaint.blank_picture((width, height))] if blank else first.prepared
                 inputs.update(inpaint.pipeline_args(pipe, request, pictures, masked, seeds, generators))
-            if request.cfg_scale <= 1 and request.negative_prompt:
-                notices.append("negative prompt has no effect with CFG scale <= 1")
-            # 7. LoRAs named in the prompts join the models for this request only; embeddings by name
+            for job in jobs:
+                if job.request.cfg_scale <= 1 and job.request.negative_prompt:
+                    job.notices.append("negative prompt has no effect with CFG scale <= 1")
+            # 7. LoRAs named in the prompts join the models for this call only (the same for every job);
+            # embeddings by name
             with networks.applied_loras(pipe, _network_tags(request), self.lora_dir) as loras:
                 embeddings = networks.load_embeddings(pipe, self.embeddings_dir)
-                # 8. prompts: A1111 syntax -> text embeddings for every denoising step
-                conditioning = _conditioning(pipe, request, embeddings)
-                # 9. denoise, switching embeddings where the prompt schedule says so
-                with sized_for(pipe, width, height, request.batch_size) as size_notices, \
+                # 8. prompts: A1111 syntax -> text embeddings for every denoising step, per job
+                for job in jobs:
+                    job.conditioning = _conditioning(pipe, job.request, embeddings)
+                if len({job.conditioning.length for job in jobs}) > 1:
+                    raise NotTogether()  # prompts of different token lengths cannot share a tensor
+                conditioning = StackedConditioning([(job.conditioning, len(job.seeds)) for job in jobs]) \
+                    if together else first.conditioning
+                # 9. denoise, switching embeddings where the prompt schedules say so
+                with sized_for(pipe, width, height, len(seeds)) as size_notices, \
                         _circular_padding(pipe, request.tiling):  # tiles for big outputs; seamless images
                     output = self._denoise(pipe, request, {**inputs, **sampling.call_kwargs}, generators,
-                                           conditioning, on_step, interrupts)
-            notices += size_notices
+                                           conditioning, on_step, interrupts, 1 if together else request.batch_size)
+            tell(jobs, size_notices)
             pixels = output.images
             nsfw = list(getattr(output, "nsfw_content_detected", None) or [False] * len(pixels))
             # 10. half-precision VAEs can overflow to NaN (a black image): decode again in float32
             if np.isnan(pixels).any() and output.last_latents is not None:
                 pixels, nsfw = _decode_in_float32(pipe, output.last_latents, nsfw)
-                notices.append("the VAE overflowed in half precision; decoded again in float32")
+                tell(jobs, ["the VAE overflowed in half precision; decoded again in float32"])
                 if np.isnan(pixels).any():
-                    notices.append("the decoded image still contains NaN values (shown black)")
+                    tell(jobs, ["the decoded image still contains NaN values (shown black)"])
                     pixels = np.nan_to_num(pixels)
         images = pipe.image_processor.numpy_to_pil(pixels)
+        extra = {**sampling.params, "Tiling": True if request.tiling else None, "Lora hashes": loras.hashes()}
+        results, offset = [], 0
+        for job in jobs:
+            count = len(job.seeds)
+            job_images, job_nsfw = images[offset:offset + count], nsfw[offset:offset + count]
+            offset += count
+            job_extra = {**extra, **inpaint.infotext_params(job.request, job.repaint),
+                         "TI hashes": embeddings.hashes(job.conditioning.encoder.used_embeddings)}
+            results.append(self._finish(job, job_images, job_nsfw, masked, width, height, model, job_extra,
+                                        time.perf_counter() - started))
+        return results
+
+    def _finish(self, job: GenerationJob, images: list, nsfw: list[bool], masked, width: int, height: int,
+                model: LoadedModel, extra: dict, seconds: float) -> Result:
+        """Steps 11 and 12 for one job: its images onto its input, its metadata."""
+        request = job.request
         for index, flagged in enumerate(nsfw):
             if flagged:
-                notices.append(f"image {index + 1} (seed {seeds[index]}) was blacked out by the model's "
-                               "safety checker; pass --no-safety-checker to disable it")
+                job.notices.append(f"image {index + 1} (seed {job.seeds[index]}) was blacked out by the model's "
+                                   "safety checker; pass --no-safety-checker to disable it")
         # 11. colour correction towards the input; with a mask, into the input, whose pixels outside the mask
         # stay exactly as they were
+        prepared = job.prepared
         if request.color_correction and prepared:
             from .colors import match_colors
 
@@ -269,27 +325,25 @@ class Engine:
             images = [paste_back(im, masked) for im in images]
         # 12. optionally back onto the input's own pixels (undoing the resize plan; the canvas when outpainting),
         # then metadata
-        if request.keep_size and plans:
-            images = [restore_size(im, plans[min(i, len(plans) - 1)]) for i, im in enumerate(images)]
-        elif request.keep_size and repaint is not None and images[0].size != repaint.canvas.size:
+        if request.keep_size and job.plans:
+            images = [restore_size(im, job.plans[min(i, len(job.plans) - 1)]) for i, im in enumerate(images)]
+        elif request.keep_size and job.repaint is not None and images[0].size != job.repaint.canvas.size:
             from PIL import Image
 
-            images = [im.resize(repaint.canvas.size, Image.Resampling.LANCZOS) for im in images]
-        extra = {**sampling.params, "Tiling": True if request.tiling else None,
-                 **inpaint.infotext_params(request, repaint), "Lora hashes": loras.hashes(),
-                 "TI hashes": embeddings.hashes(conditioning.encoder.used_embeddings)}
-        digests = [loaded.digest for loaded in loaded_images] or [None]
+            images = [im.resize(job.repaint.canvas.size, Image.Resampling.LANCZOS) for im in images]
+        digests = [loaded.digest for loaded in job.loaded] or [None]
+        subseeds = job.subseeds
         infotexts = [
             format_infotext(request.prompt, request.negative_prompt,
                             _params(request, seed, subseeds[i] if subseeds else None, width, height, model,
                                     digests[min(i, len(digests) - 1)], extra, self.acceleration.vae))
-            for i, seed in enumerate(seeds)
+            for i, seed in enumerate(job.seeds)
         ]
-        return Result(images=images, seeds=seeds, infotexts=infotexts,
-                      request=request.replace(seed=first, subseed=subseed), model=model.source.name,
+        return Result(images=images, seeds=job.seeds, infotexts=infotexts,
+                      request=request.replace(seed=job.first_seed, subseed=job.subseed), model=model.source.name,
                       device=self.device, dtype=self.dtype, width=width, height=height,
-                      effective_steps=request.effective_steps, nsfw=nsfw, notices=notices,
-                      seconds=time.perf_counter() - started, subseeds=subseeds)
+                      effective_steps=request.effective_steps, nsfw=nsfw, notices=job.notices,
+                      seconds=seconds, subseeds=subseeds)
 
     def _run_each(self, request: Request, images: list, mask, latent_mask, on_step) -> Result:
         """Several input images with one mask (A1111 lays it over each): each is repainted on its own, with the
@@ -316,14 +370,15 @@ class Engine:
             subseeds=[s for r in results for s in r.subseeds], notices=notices,
             seconds=sum(r.seconds for r in results), request=results[0].request.replace(batch_size=len(images)))
 
-    def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step, interrupts: int):
+    def _denoise(self, pipe, request: Request, inputs: dict, generators, conditioning, on_step, interrupts: int,
+                 images_per_prompt: int):
         """Run the pipeline; the step-end callback reports progress, switches scheduled prompts, stops."""
         last: dict[str, Any] = {}
 
         def step_end(pipeline, index, timestep, tensors):
             last["latents"] = tensors["latents"]
             if conditioning.key(index + 1) != conditioning.key(index):
-                tensors.update(conditioning.step_tensors(index + 1, request.batch_size,
+                tensors.update(conditioning.step_tensors(index + 1, images_per_prompt,
                                                          pipeline.do_classifier_free_guidance))
             if on_step is not None:
                 on_step(index + 1, pipeline.num_timesteps, tensors["latents"])
@@ -335,7 +390,7 @@ class Engine:
             **inputs,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            num_images_per_prompt=request.batch_size,
+            num_images_per_prompt=images_per_prompt,
             generator=generators[0] if len(generators) == 1 else generators,
             output_type="np",
             callback_on_step_end=step_end,
@@ -343,20 +398,6 @@ class Engine:
         )
         output.last_latents = last.get("latents")
         return output
-
-
-def _check_keep_size(request: Request, source: tuple[int, int]) -> None:
-    """keep_size maps the result back onto the input; a crop that cut part of the input off cannot."""
-    if not (request.keep_size and request.width and request.height and request.resize_mode == "crop"):
-        return
-    plan = plan_resize(source, (request.width, request.height), request.resize_mode)
-    if restore_box(plan) is None:
-        left, top, right, bottom = plan.crop
-        cut = (f"{source[0] - (right - left)} of the input's {source[0]} columns" if right - left < source[0]
-               else f"{source[1] - (bottom - top)} of the input's {source[1]} rows")
-        raise InvalidRequest(f"keep_size: resize mode crop would cut {cut} off, so the result could not line up "
-                             "with the input; use resize mode stretch or fill, or leave width/height automatic",
-                             "keep_size")
 
 
 def _limited_size_notice(source: tuple[int, int], size: TargetSize, request: Request, native: int) -> str:

@@ -37,6 +37,11 @@ def serve(
                                            help="Require HTTP Basic auth, A1111 style: user:pass[,user2:pass2]."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without auth."),
     max_queue: int = typer.Option(8, "--max-queue", help="Jobs that may wait; more get 503 + Retry-After."),
+    max_batch: int = typer.Option(1, "--max-batch", help="Run queued jobs that differ only in prompts, images and "
+                                                         "seeds as one batched call of up to N images. (default: "
+                                                         "1, one job at a time)"),
+    batch_wait: float = typer.Option(50.0, "--batch-wait", help="With --max-batch: milliseconds a job may wait "
+                                                                "for others to join its call."),
     max_pixels: int = typer.Option(16_777_216, "--max-pixels", help="Refuse input images with more pixels."),
     max_body_mb: float = typer.Option(50.0, "--max-body-mb", help="Refuse request bodies larger than this."),
     cors_origin: list[str] | None = typer.Option(None, "--cors-origin",
@@ -103,7 +108,8 @@ def serve(
         models=specs, host=host, port=port, device=device, dtype=dtype, vae=vae, backend=backend, compile=compile,
         offload=offload, cpu_threads=cpu_threads, safety_checker=not no_safety_checker,
         api_keys=list(api_key or []), api_auth=parse_api_auth(api_auth) if api_auth else [], insecure=insecure,
-        max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
+        max_queue=max_queue, max_batch=max_batch, batch_wait_ms=batch_wait, max_pixels=max_pixels,
+        max_body_mb=max_body_mb, cors_origins=list(cors_origin or []),
         allowed_hosts=list(allowed_host or []), max_connections=max_connections, client_timeout=client_timeout,
         upload_cache_mb=upload_cache_mb, preload=preload, shutdown_grace=shutdown_grace, ui=ui,
         history_dir=history_dir, lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles_file,

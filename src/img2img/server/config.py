@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidRequest
 from ..images import DEFAULT_MAX_PIXELS
+from ..request import MAX_BATCH
 
 LOOPBACK_NAMES = ("localhost",)
 ENGINES = ("local", "ray")
@@ -30,6 +31,8 @@ class ServerConfig:
     api_auth: list[tuple[str, str]] = field(default_factory=list)  # (user, password) pairs
     insecure: bool = False
     max_queue: int = 8  # jobs waiting (not counting the running one)
+    max_batch: int = 1  # images one pipeline call may make for several queued jobs that share its settings
+    batch_wait_ms: float = 50.0  # how long a job may wait for company when max_batch > 1
     max_pixels: int = 16_777_216  # 4096 x 4096 input pixels
     max_body_mb: float = 50.0
     cors_origins: list[str] = field(default_factory=list)
@@ -64,6 +67,11 @@ class ServerConfig:
             raise InvalidRequest(f"--port must be between 0 and 65535, got {self.port}", "port")
         if self.max_queue < 0:
             raise InvalidRequest(f"--max-queue must be 0 or more, got {self.max_queue}", "max_queue")
+        if self.max_batch < 1 or self.max_batch > MAX_BATCH:
+            raise InvalidRequest(f"--max-batch must be between 1 and {MAX_BATCH}, got {self.max_batch}", "max_batch")
+        if not 0 <= self.batch_wait_ms <= 60_000:
+            raise InvalidRequest(f"--batch-wait must be between 0 and 60000 ms, got {self.batch_wait_ms:g}",
+                                 "batch_wait_ms")
         if not 0 < self.max_pixels <= DEFAULT_MAX_PIXELS:
             raise InvalidRequest(f"--max-pixels must be between 1 and {DEFAULT_MAX_PIXELS}, got {self.max_pixels}",
                                  "max_pixels")
@@ -131,6 +139,9 @@ class ServerConfig:
             if given:
                 raise InvalidRequest(f"{', '.join(given)} needs --engine ray", "engine")
             return
+        if self.max_batch > 1:  # each replica runs one job at a time; more replicas are the way to scale
+            raise InvalidRequest("--max-batch batches jobs in this process; with --engine ray leave it at 1 and "
+                                 "scale with --replicas", "max_batch")
         if not 1 <= self.replicas <= MAX_REPLICAS:
             raise InvalidRequest(f"--replicas must be between 1 and {MAX_REPLICAS}, got {self.replicas}", "replicas")
         for name, value in (("--min-replicas", self.min_replicas), ("--max-replicas", self.max_replicas)):

@@ -3,6 +3,11 @@
 A job is a plain function that receives its Job (for progress reporting and interrupt/skip checks). The
 queue knows nothing about HTTP or diffusion, so the web UI and the server share it.
 
+Micro-batching: a job submitted with `together=Together(key, images, payload)` may run in one call with
+other waiting jobs of the same key (at most `max_batch` images, waiting up to `batch_wait` seconds for
+company); the queue's `run_together(jobs)` returns one value per job. If that call fails, each job runs
+alone with its own function, so a batch never fails a job that would have succeeded alone.
+
     queue = JobQueue(max_waiting=8)
     job = queue.submit(lambda job: work(job), client_gone=lambda: False)
     result = job.future.result()        # or: await asyncio.wrap_future(job.future)
@@ -15,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -70,13 +75,24 @@ class Progress:
         return min(1.0, (self.part + within) / max(self.parts, 1))
 
 
+@dataclass(frozen=True)
+class Together:
+    """What lets a job share a call with others: jobs with equal keys may run together."""
+
+    key: Hashable
+    images: int  # how many images the job makes (counts against max_batch)
+    payload: Any  # what run_together needs to run the job
+
+
 class Job:
     """A unit of work plus the state its worker and its client share."""
 
-    def __init__(self, job_id: int, fn: Callable[[Job], Any], client_gone: Callable[[], bool] | None, label: str):
+    def __init__(self, job_id: int, fn: Callable[[Job], Any], client_gone: Callable[[], bool] | None, label: str,
+                 together: Together | None = None):
         self.id = job_id
         self.fn = fn
         self.label = label
+        self.together = together
         self.future: Future = Future()
         self.submitted = time.monotonic()
         self._client_gone = client_gone
@@ -129,10 +145,17 @@ class Job:
 class JobQueue:
     """Bounded FIFO with one worker thread. max_waiting counts jobs not yet started."""
 
-    def __init__(self, max_waiting: int = 8, name: str = "img2img-worker"):
+    def __init__(self, max_waiting: int = 8, name: str = "img2img-worker", *, max_batch: int = 1,
+                 batch_wait: float = 0.0, run_together: Callable[[list[Job]], list[Any]] | None = None):
         if max_waiting < 0:
             raise ValueError("max_waiting must be >= 0")
         self.max_waiting = max_waiting
+        self.max_batch = max_batch if run_together is not None else 1
+        self.batch_wait = batch_wait
+        self._run_together = run_together
+        self._group: list[Job] = []  # the jobs of the running call (the running job first)
+        self.batches = 0  # calls that ran several jobs together
+        self.batched_jobs = 0  # jobs that ran in such calls
         self._waiting: deque[Job] = deque()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -147,13 +170,13 @@ class JobQueue:
 
     # ---------------------------------------------------------------- client side
     def submit(self, fn: Callable[[Job], Any], *, client_gone: Callable[[], bool] | None = None,
-               label: str = "") -> Job:
+               label: str = "", together: Together | None = None) -> Job:
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the server is shutting down and accepts no new jobs")
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(len(self._waiting), self._retry_after_locked())
-            job = Job(next(self._ids), fn, client_gone, label)
+            job = Job(next(self._ids), fn, client_gone, label, together)
             self._waiting.append(job)
             self._wakeup.notify()
             return job
@@ -182,19 +205,17 @@ class JobQueue:
         return job.progress if job is not None else Progress()
 
     def interrupt(self) -> bool:
-        """Interrupt the running job; True if there was one."""
-        job = self._running
-        if job is None:
-            return False
-        job.interrupt()
-        return True
+        """Interrupt the running job (every job of a batched call: they are one generation); True if any."""
+        group = self._group or ([self._running] if self._running is not None else [])
+        for job in group:
+            job.interrupt()
+        return bool(group)
 
     def skip(self) -> bool:
-        job = self._running
-        if job is None:
-            return False
-        job.skip()
-        return True
+        group = self._group or ([self._running] if self._running is not None else [])
+        for job in group:
+            job.skip()
+        return bool(group)
 
     def cancel(self, job: Job) -> bool:
         """Take a job out of the queue if it has not started; True if it was removed."""
@@ -218,12 +239,13 @@ class JobQueue:
         for job in dropped:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDown("the server is shutting down; the job did not start"))
-        running = self._running
-        if running is not None and grace is not None:
+        running = self._group or ([self._running] if self._running is not None else [])
+        if running and grace is not None:  # every job of a batched call: they stop together
             if grace <= 0:
-                running.interrupt()
+                for job in running:
+                    job.interrupt()
             else:
-                timer = threading.Timer(grace, running.interrupt)
+                timer = threading.Timer(grace, lambda: [job.interrupt() for job in running])
                 timer.daemon = True
                 timer.start()
         if wait:
@@ -234,39 +256,89 @@ class JobQueue:
         average = sum(self._durations) / len(self._durations) if self._durations else 5.0
         return max(1, round(average * (len(self._waiting) + 1)))
 
-    def _next(self) -> Job | None:
+    def _next(self) -> list[Job]:
+        """The next job, plus the waiting jobs that may run together with it (same key, up to max_batch
+        images, waiting up to batch_wait for them). Empty when the queue is closed."""
         with self._lock:
             while not self._waiting and not self._closed:
                 self._wakeup.wait()
             if not self._waiting:
-                return None
+                return []
             job = self._waiting.popleft()
             self._running = job
-            return job
+            group = [job]
+            if job.together is None or self.max_batch <= 1 or job.together.images >= self.max_batch:
+                return group
+            deadline = time.monotonic() + self.batch_wait
+            while True:
+                room = self.max_batch - sum(member.together.images for member in group)
+                for other in list(self._waiting):
+                    if other.together is not None and other.together.key == job.together.key and \
+                            other.together.images <= room:
+                        self._waiting.remove(other)
+                        group.append(other)
+                        room -= other.together.images
+                left = deadline - time.monotonic()
+                if room <= 0 or left <= 0 or self._closed:
+                    return group
+                self._wakeup.wait(left)
+
+    def _start(self, job: Job) -> bool:
+        """Mark a job running; False (and the job is settled) when its client left or it was cancelled."""
+        if job.client_gone():
+            log.info("job %s dropped: its client disconnected before it started", job.id)
+            job.future.set_exception(JobDropped("the client disconnected before the job started"))
+            self.dropped += 1
+            return False
+        if not job.future.set_running_or_notify_cancel():
+            return False
+        job.progress.started = time.monotonic()
+        return True
 
     def _work(self) -> None:
         while True:
-            job = self._next()
-            if job is None:
+            group = self._next()
+            if not group:
                 return
             try:
-                if job.client_gone():
-                    log.info("job %s dropped: its client disconnected before it started", job.id)
-                    job.future.set_exception(JobDropped("the client disconnected before the job started"))
-                    self.dropped += 1
+                group = [job for job in group if self._start(job)]
+                if not group:
                     continue
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                job.progress.started = time.monotonic()
+                self._group = group
+                self._running = group[0]
                 started = time.perf_counter()
-                try:
-                    value = job.fn(job)
-                except BaseException as exc:  # delivered to the waiting client, never kills the worker
-                    job.future.set_exception(exc)
+                if len(group) > 1:
+                    self._run_group(group)
                 else:
-                    job.future.set_result(value)
-                self._durations.append(time.perf_counter() - started)
-                self.completed += 1
+                    self._run_alone(group[0])
+                self._durations.append((time.perf_counter() - started) / len(group))
+                self.completed += len(group)
             finally:
                 with self._lock:
                     self._running = None
+                    self._group = []
+
+    @staticmethod
+    def _run_alone(job: Job) -> None:
+        try:
+            value = job.fn(job)
+        except BaseException as exc:  # delivered to the waiting client, never kills the worker
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(value)
+
+    def _run_group(self, group: list[Job]) -> None:
+        try:
+            values = self._run_together(group)
+        except Exception as exc:  # e.g. one bad job: each runs alone and gets its own answer
+            log.info("jobs %s could not run together (%s); running them one by one",
+                     ", ".join(str(job.id) for job in group), exc)
+            for job in group:
+                self._running = job
+                self._group = [job]
+                self._run_alone(job)
+            return
+        self.batches += 1
+        self.batched_jobs += len(group)
+        for job, value in zip(group, values):
+            job.future.set_result(value)

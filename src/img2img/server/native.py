@@ -94,7 +94,8 @@ def router(service: Service) -> APIRouter:
         prepared = await run_in_threadpool(check)
         outcome = await await_job(http, service,
                                   lambda job: service.generate(job, slot, prepared, data, mask=mask_data),
-                                  label=slot.name)
+                                  label=slot.name,
+                                  together=service.together(slot, prepared, data, plain=mask_data is None))
         if not outcome.results:
             raise HTTPException(409, "the job was interrupted before an image was finished")
         if save:

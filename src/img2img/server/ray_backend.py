@@ -71,7 +71,8 @@ class RayJobQueue:
 
     # ---------------------------------------------------------------- client side
     def submit(self, fn: Callable[[Job], Any], *, client_gone: Callable[[], bool] | None = None,
-               label: str = "") -> Job:
+               label: str = "", together=None) -> Job:
+        """As JobQueue.submit; every job runs alone on a replica (`together` is always None here)."""
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the server is shutting down and accepts no new jobs")

@@ -17,7 +17,7 @@ from ..errors import ImageError, Interrupted, InvalidRequest, ModelNotAvailable
 from ..noise import batch_seeds
 from ..request import MAX_BATCH, MAX_SEED, Request, Result
 from .config import ServerConfig
-from .jobs import Job, JobQueue
+from .jobs import Job, JobQueue, Together
 
 log = logging.getLogger("img2img.server")
 
@@ -77,9 +77,14 @@ def run_parts(job, engine, request: Request, image, parts: int = 1, run=None) ->
             if job.interrupted:
                 break
             outcome.skipped += 1
+    return _closed(outcome, job, parts)
+
+
+def _closed(outcome: Outcome, job, parts: int) -> Outcome:
+    """The outcome with how the job ended: interrupted (what finished is kept), parts skipped."""
     outcome.interrupted = job.interrupted
     if outcome.interrupted:
-        outcome.notices.append(f"interrupted: {len(outcome.images)} of {len(seeds)} images finished")
+        outcome.notices.append(f"interrupted: {len(outcome.images)} of {len(outcome.seeds)} images finished")
     if outcome.skipped:
         outcome.notices.append(f"skipped {outcome.skipped} of {parts} batches")
     return outcome
@@ -198,7 +203,8 @@ class Service:
             self.backend = RayBackend(config, [slot.spec for slot in self.slots])
             self.queue = self.backend.queue
         else:
-            self.queue = JobQueue(config.max_queue)
+            self.queue = JobQueue(config.max_queue, max_batch=config.max_batch,
+                                  batch_wait=config.batch_wait_ms / 1000, run_together=self.generate_together)
         self.started = time.time()
         self._history = None
         self._history_lock = threading.Lock()
@@ -289,7 +295,8 @@ class Service:
             "dtype": engine.dtype if engine else (self.config.dtype or "auto"),
             "queue": {"depth": self.queue.depth, "waiting": self.queue.waiting, "running": running is not None,
                       "max_waiting": self.queue.max_waiting, "completed": self.queue.completed,
-                      "dropped": self.queue.dropped},
+                      "dropped": self.queue.dropped, "max_batch": self.queue.max_batch,
+                      "batched_calls": self.queue.batches, "batched_jobs": self.queue.batched_jobs},
             "uptime_s": round(time.time() - self.started, 1),
         }
 
@@ -362,6 +369,56 @@ class Service:
         if not slot.loaded:
             slot.load()
         return run_parts(job, slot.engine, request, image, parts, run)
+
+    # ---------------------------------------------------------------- micro-batching (--max-batch)
+    def together(self, slot: ModelSlot, request: Request, image, parts: int = 1, *,
+                 plain: bool = True) -> Together | None:
+        """How a prepared job may share a pipeline call with other queued jobs, or None when it runs alone:
+        --max-batch 1, the Ray engine, n_iter > 1, not `plain` (a mask, a second pass, a resize after), several
+        input images, or what the engine cannot batch (Engine.together_key)."""
+        if self.config.max_batch <= 1 or self.backend is not None or parts != 1 or not plain \
+                or isinstance(image, (list, tuple)):
+            return None
+        key = slot.engine.together_key(request, image)
+        if key is None:
+            return None
+        return Together((slot.name, key), request.batch_size, (slot, request, image))
+
+    def generate_together(self, jobs: list[Job]) -> list[Outcome]:
+        """Queued jobs with equal `together` keys as one batched pipeline call, one Outcome each, equal to the
+        job run alone up to float rounding. Every job sees the call's progress (and its own latents for
+        previews). Interrupting or skipping a job drops its images only; the call stops when all are stopped."""
+        slot = jobs[0].together.payload[0]
+        if not slot.loaded:
+            slot.load()
+        counts = [job.together.images for job in jobs]
+        for job in jobs:
+            job.start_part(0, 1)
+
+        def on_step(step: int, total: int, latents) -> None:
+            offset = 0
+            for job, count in zip(jobs, counts):
+                job.progress.step, job.progress.total = step, total
+                job.progress.latents = None if latents is None else latents[offset:offset + count]
+                offset += count
+            if all(job.interrupted or job.skipped() for job in jobs):
+                raise Interrupted("generation interrupted")
+
+        try:
+            results = slot.engine.run_together([job.together.payload[1:] for job in jobs], on_step=on_step)
+        except Interrupted:
+            results = [None] * len(jobs)
+        outcomes = []
+        for job, result in zip(jobs, results):
+            request = job.together.payload[1]
+            seeds, _ = batch_seeds(request.seed, request.batch_size, request.subseed, request.subseed_strength)
+            outcome = Outcome(results=[], seeds=seeds)
+            if result is not None and not job.interrupted and not job.skipped():
+                outcome.results.append(result)
+            elif not job.interrupted:  # skipped, or the call was stopped: as a skipped part when alone
+                outcome.skipped = 1
+            outcomes.append(_closed(outcome, job, 1))
+        return outcomes
 
     def preview(self, skip_image: bool = False) -> tuple[object, bytes | None]:
         """The running job's progress and, unless skipped, a PNG preview of its latest latents."""

@@ -19,9 +19,10 @@ log = logging.getLogger("img2img.server")
 POLL_SECONDS = 0.2
 
 
-async def await_job(http: HttpRequest, service: Service, fn, label: str = ""):
-    """Queue `fn(job)` and wait for it. A client that disconnects before its job starts loses its place."""
-    job = service.queue.submit(fn, label=label)
+async def await_job(http: HttpRequest, service: Service, fn, label: str = "", together=None):
+    """Queue `fn(job)` and wait for it. A client that disconnects before its job starts loses its place.
+    `together` (Service.together) lets the job share a batched call with others."""
+    job = service.queue.submit(fn, label=label, together=together)
     future = asyncio.wrap_future(job.future)
     try:
         while True:

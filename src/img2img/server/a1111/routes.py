@@ -81,11 +81,14 @@ def router(service):
             service.current = slot
         images = translated.images
         image = None if not images else images[0] if len(images) == 1 else images
+        # no mask, no second pass, no resize after: the job may share a batched call (--max-batch)
+        plain = translated.mask is None and translated.hires is None and not translated.output_size
         outcome = await await_job(
             http, service,
             lambda job: generate_leniently(service, job, slot, prepared, image, translated.parts, translated.notices,
                                            run=batch_runner(translated)),
-            label=slot.name)
+            label=slot.name,
+            together=service.together(slot, prepared, image, translated.parts, plain=plain))
         for notice in translated.notices:
             log.info("sdapi %s: %s", translated.mode, notice)
         if payload.save_images:  # A1111 saves to its outputs folder; we keep them in the history
