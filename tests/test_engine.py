@@ -260,17 +260,17 @@ def test_interrupt_while_the_input_is_prepared_is_not_lost(engine, square_path, 
     import threading
 
     from img2img import Interrupted
-    from img2img import engine as engine_module
+    from img2img import job as job_module
 
     reading, go_on = threading.Event(), threading.Event()
-    real_load_image = engine_module.load_image
+    real_load_image = job_module.load_image  # each job reads its input (img2img.job)
 
     def slow_load_image(*args, **kwargs):
         reading.set()
         go_on.wait(30)
         return real_load_image(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "load_image", slow_load_image)
+    monkeypatch.setattr(job_module, "load_image", slow_load_image)
     steps = []
     thread, outcome = _run_in_thread(lambda: engine.transform(square_path, "x", seed=1, steps=4,
                                                               on_step=lambda *a: steps.append(a)))
@@ -286,16 +286,17 @@ def test_interrupt_while_waiting_for_the_lock_is_not_lost(engine, square_path, m
 
     from img2img import Interrupted
     from img2img import engine as engine_module
+    from img2img import job as job_module
 
     read = threading.Event()
-    real_load_image = engine_module.load_image
+    real_load_image = job_module.load_image  # each job reads its input (img2img.job)
 
     def load_image_then_signal(*args, **kwargs):
         loaded = real_load_image(*args, **kwargs)
         read.set()
         return loaded
 
-    monkeypatch.setattr(engine_module, "load_image", load_image_then_signal)
+    monkeypatch.setattr(job_module, "load_image", load_image_then_signal)
     with engine_module.GPU_LOCK:  # another generation is running
         thread, outcome = _run_in_thread(lambda: engine.transform(square_path, "x", seed=1, steps=4))
         assert read.wait(30)  # past its input, now waiting for the lock

@@ -303,11 +303,11 @@ class Engine:
             job_extra = {**extra, **inpaint.infotext_params(job.request, job.repaint),
                          "TI hashes": embeddings.hashes(job.conditioning.encoder.used_embeddings)}
             results.append(self._finish(job, job_images, job_nsfw, masked, width, height, model, job_extra,
-                                        time.perf_counter() - started))
+                                        started))
         return results
 
     def _finish(self, job: GenerationJob, images: list, nsfw: list[bool], masked, width: int, height: int,
-                model: LoadedModel, extra: dict, seconds: float) -> Result:
+                model: LoadedModel, extra: dict, started: float) -> Result:
         """Steps 11 and 12 for one job: its images onto its input, its metadata."""
         request = job.request
         for index, flagged in enumerate(nsfw):
@@ -343,7 +343,7 @@ class Engine:
                       request=request.replace(seed=job.first_seed, subseed=job.subseed), model=model.source.name,
                       device=self.device, dtype=self.dtype, width=width, height=height,
                       effective_steps=request.effective_steps, nsfw=nsfw, notices=job.notices,
-                      seconds=seconds, subseeds=subseeds)
+                      seconds=time.perf_counter() - started, subseeds=subseeds)
 
     def _run_each(self, request: Request, images: list, mask, latent_mask, on_step) -> Result:
         """Several input images with one mask (A1111 lays it over each): each is repainted on its own, with the
