@@ -296,6 +296,28 @@ def test_long_infotext_is_shortened_to_fit_jpeg_exif():
         assert notices == []
 
 
+def test_a_shortened_jpeg_infotext_fills_the_exif_room_and_says_so(tmp_path):
+    params = "Steps: 25, Seed: 1, Size: 64x64"
+    text = f"{'castle, ' * 6000}\nNegative prompt: {'blurry, ' * 6000}\n{params}"
+    notices: list[str] = []
+    path = save_image(Image.new("RGB", (16, 16)), tmp_path / "long.jpg", infotext=text, notices=notices)
+    assert len(notices) == 1
+    room = int(re.search(r"JPEG holds about ([\d,]+)\)", notices[0])[1].replace(",", ""))
+    assert 32_000 <= room < 32_768  # "about 32,000 characters": 64 KB of UTF-16, less the EXIF structure
+    assert notices[0] == (
+        f"the infotext is too long for JPEG metadata ({len(text):,} characters; JPEG holds about {room:,}): the file "
+        "stores the prompts shortened (ending in …) and every parameter; save as PNG or WebP to keep all of it")
+    stored = read_infotext(path)
+    assert len(stored.encode("utf-16-be")) // 2 == room  # the whole room used, nothing more
+    prompt, negative = stored.split("\n")[0], stored.split("\nNegative prompt: ")[1].split("\n")[0]
+    assert prompt.endswith("…") and negative.endswith("…") and stored.endswith("\n" + params)
+    # an infotext that fits is stored as it is, without a notice
+    notices = []
+    short = f"{'castle, ' * 100}\n{params}"
+    assert read_infotext(encode_image(Image.new("RGB", (16, 16)), "JPEG", short, notices=notices)) == short
+    assert notices == []
+
+
 def test_display_p3_input_is_converted_to_srgb():
     from img2img.testing import display_p3_profile
 
@@ -592,7 +614,8 @@ def test_png_is_the_default_and_carries_a_text_chunk():
 
 def test_save_image_format_and_overwrite(tmp_path):
     path = tmp_path / "x.png"
-    with pytest.raises(OutputError, match="the file name says .png but the format is jpeg"):
+    with pytest.raises(OutputError, match=r"the file name says \.png but the format is jpeg; make them agree "
+                                          r"\(or give only one of them\)$"):
         save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")
     assert not path.exists()
     save_image(Image.new("RGB", (4, 4)), tmp_path / "y.jpg", fmt="jpeg")
