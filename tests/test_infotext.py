@@ -240,6 +240,9 @@ def test_shortening_counts_utf16_units_and_never_splits_a_character():
     assert shorten_infotext(mixed, 29 + 1 + 34) == "é" * 30 + "😀" + "…\n" + PARAMS_LINE  # 30 + 2 + 1 of 34
     # a text that fits in units but not in UTF-8 bytes is not touched
     assert shorten_infotext("é" * 20, 20) == "é" * 20
+    # the edges of the Basic Multilingual Plane: U+FFFF is the last one-unit character, U+10000 the first pair
+    for char, kept in (("\uffff", 4), ("\U00010000", 2)):
+        assert shorten_infotext(format_infotext(char * 10, "", params), 29 + 1 + 5) == char * kept + "…\n" + PARAMS_LINE
 
 
 def test_a_text_without_a_parameters_line_is_cut_at_the_limit():
@@ -257,6 +260,18 @@ def test_without_room_for_the_prompts_the_parameters_line_is_kept():
     assert shorten_infotext(text, 29 + 1 + 18 + 2) == "…" + NEGATIVE_MARKER + "…\n" + PARAMS_LINE
     # a parameters line longer than the limit is cut too (the limit always holds)
     assert shorten_infotext(text, 20) == PARAMS_LINE[:19] + "…"
+    # but a short prompt that fits exactly is kept
+    assert shorten_infotext("a\n" + PARAMS_LINE, 29 + 1 + 1) == "a\n" + PARAMS_LINE
+
+
+def test_shortening_cuts_the_negative_prompt_where_parsing_finds_it():
+    # a negative prompt with a "Negative prompt:" line of its own: the first marker starts it, as when parsing
+    text = format_infotext("a" * 100, "b" * 50 + "\nNegative prompt: " + "c" * 50, {"Steps": 20, "Seed": 1,
+                                                                                    "Size": "8x8"})
+    assert parse_infotext(text)[1].startswith("b" * 50)
+    shorter = shorten_infotext(text, 29 + 1 + 18 + 20)
+    assert shorter == "a" * 9 + "…" + NEGATIVE_MARKER + "b" * 9 + "…\n" + PARAMS_LINE
+    assert parse_infotext(shorter)[:2] == ("a" * 9 + "…", "b" * 9 + "…")
 
 
 @pytest.mark.parametrize("limit", range(84, 300, 7))  # from the parameters, marker and two units up
