@@ -104,7 +104,7 @@ def _to_rgb(img, background: str, icc: bytes | None = None, name: str = "<image>
             top = 255.0
         grey = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
         key = img.info.get("transparency")  # a 16-bit PNG's colour key, in 16-bit values
-        if isinstance(key, int) and img.mode != "F":
+        if isinstance(key, int):
             grey = Image.merge("LA", (grey, Image.fromarray(np.where(arr == key, 0, 255).astype(np.uint8), "L")))
         img = grey
     if img.mode == "P":
