@@ -97,6 +97,14 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
         Request(prompt="x", steps=np.float32(2.5)).normalized().validate()
 
 
+def test_other_zero_dimensional_values_are_refused_by_name_not_taken_for_numpy_scalars():
+    import torch  # a torch scalar has an empty shape too, but no numpy dtype
+
+    with pytest.raises(InvalidRequest, match=r"^strength must be a number, got tensor\(0.5000\)$") as info:
+        Request(prompt="x", strength=torch.tensor(0.5)).normalized().validate()
+    assert info.value.field == "strength"
+
+
 def test_every_limit_is_inclusive():
     """The documented ranges include both ends: a `<` for `<=` (or a limit off by one) refuses a valid value."""
     from img2img.request import MAX_SEED
