@@ -537,3 +537,37 @@ def test_image_urls_go_to_the_fetcher(service):
     payload = Img2ImgPayload.model_validate({"init_images": ["https://example.com/a.png"], "prompt": "x"})
     assert translate(payload, service, fetch=fetch).images == [b"image bytes"]
     assert fetched == [("https://example.com/a.png", "init_images[0]")]
+
+
+def test_inpainting_fields_reach_the_request_with_a_mask(service):
+    fields = {"mask_blur": 6, "inpainting_fill": 2, "inpaint_full_res": True, "inpaint_full_res_padding": 24,
+              "inpainting_mask_invert": 1, "mask_round": False}
+    request = img2img(service, mask=encoded(), **fields).request.normalized()
+    assert (request.mask_blur, request.inpaint_fill, request.inpaint_area, request.inpaint_padding) == (
+        (6, 6), "latent-noise", "masked", 24)
+    assert (request.invert_mask, request.mask_round) == (True, False)
+    # mask_blur_x/y apart, when mask_blur is not given; "whole picture" when inpaint_full_res is off
+    apart = img2img(service, mask=encoded(), mask_blur=None, mask_blur_x=2, mask_blur_y=9,
+                    inpaint_full_res=False).request.normalized()
+    assert (apart.mask_blur, apart.inpaint_area) == ((2, 9), "whole")
+    # without a mask they are ignored, as A1111 ignores them: our defaults stay
+    plain = img2img(service, **fields).request
+    defaults = type(plain)(prompt="x")
+    assert (plain.mask_blur, plain.inpaint_fill, plain.inpaint_area, plain.inpaint_padding, plain.invert_mask,
+            plain.mask_round) == (defaults.mask_blur, defaults.inpaint_fill, defaults.inpaint_area,
+                                  defaults.inpaint_padding, defaults.invert_mask, defaults.mask_round)
+
+
+def test_mask_urls_go_to_the_fetcher(service):
+    fetched = []
+
+    def fetch(url, field):
+        fetched.append((url, field))
+        return url.encode()
+
+    payload = Img2ImgPayload.model_validate({"init_images": [encoded()], "prompt": "x",
+                                             "mask": "https://example.com/m.png",
+                                             "latent_mask": "https://example.com/l.png"})
+    translated = translate(payload, service, fetch=fetch)
+    assert (translated.mask, translated.latent_mask) == (b"https://example.com/m.png", b"https://example.com/l.png")
+    assert fetched == [("https://example.com/m.png", "mask"), ("https://example.com/l.png", "latent_mask")]

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from img2img.batch.items import check_unique_outputs, collect_items, output_names
+from img2img.batch.items import attach_masks, check_unique_outputs, collect_items, output_names
 from img2img.batch.job import derive_seed, remove_stale_temp_files
 from img2img.batch.log import ResultsLog, item_records, read_log
 from img2img.errors import InvalidRequest
@@ -308,3 +308,51 @@ def test_csv_keeps_line_breaks_inside_quoted_cells_and_reads_a_byte_order_mark(t
     manifest.write_bytes(b'\xef\xbb\xbfimage,prompt\r\na.png,"one\r\ntwo"\r\n')
     (item,) = collect_items(manifest)
     assert (item.key, item.prompt, item.row) == ("a", "one\r\ntwo", 3)
+
+
+def test_every_excluded_folder_is_skipped(tree):
+    touch(tree / "out" / "old.png")
+    touch(tree / "masks" / "b.png")
+    for exclude in ([tree / "out", tree / "masks"], [tree / "masks", tree / "out"]):
+        assert [i.key for i in collect_items(tree, recursive=True, exclude=exclude)] == [
+            "a", "b", "c", "sub/d", "sub/deeper/e"]
+        assert [i.key for i in collect_items(str(tree / "*" / "*.png"), exclude=exclude)] == ["sub/d"]
+    assert [i.key for i in collect_items(tree, recursive=True, exclude=[None, tree / "out"])] == [
+        "a", "b", "c", "masks/b", "sub/d", "sub/deeper/e"]
+
+
+def test_masks_from_a_folder_match_by_key_then_by_input_name(tmp_path, tree):
+    masks = tmp_path / "masks"
+    touch(masks / "a.png")
+    touch(masks / "sub" / "d.WEBP")  # any image extension, in the key's subfolder
+    touch(masks / "c.txt")  # not an image: not a mask
+    items = attach_masks(collect_items(tree, recursive=True), masks)
+    assert {i.key: i.mask for i in items} == {
+        "a": str(masks / "a.png"), "sub/d": str(masks / "sub" / "d.WEBP"),
+        # none found: the path it would have, so that item fails alone and names it
+        "b": str(masks / "b.png"), "c": str(masks / "c.png"), "sub/deeper/e": str(masks / "sub" / "deeper" / "e.png")}
+    # a manifest's item keyed by its output column finds its mask by the input's name; its own mask column wins
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": "photos/a.jpg", "output": "renamed"}) + "\n"
+                        + json.dumps({"image": "sub/d.png", "output": "other", "mask": "own.png"}) + "\n"
+                        + json.dumps({"image": "x.png", "output": "sub/d"}) + "\n")
+    items = {i.row: i for i in attach_masks(collect_items(manifest), masks)}
+    assert items[1].mask == str(masks / "a.png")
+    assert items[2].mask == str(tmp_path / "own.png")
+    assert items[3].mask == str(masks / "sub" / "d.WEBP")  # the key first: sub/d
+    with pytest.raises(InvalidRequest, match=rf"^--mask-dir {re.escape(str(tmp_path / 'none'))}: no such folder$") \
+            as info:
+        attach_masks(items.values(), tmp_path / "none")
+    assert info.value.field == "mask_dir"
+
+
+def test_manifest_mask_paths(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": "a.png", "mask": "masks/a.png"}) + "\n"
+                        + json.dumps({"image": "b.png", "mask": "/abs/b.png"}) + "\n"
+                        + json.dumps({"image": "c.png"}) + "\n")
+    assert [i.mask for i in collect_items(manifest)] == [str(tmp_path / "masks" / "a.png"), "/abs/b.png", None]
+    manifest.write_text(json.dumps({"image": "a.png", "mask": 5}) + "\n")
+    with pytest.raises(InvalidRequest, match="row 1: mask must be a path string, got 5$") as info:
+        collect_items(manifest)
+    assert info.value.field == "mask"

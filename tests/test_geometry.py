@@ -1,7 +1,10 @@
+import pickle
+
 import pytest
 
 from img2img.geometry import (
     MAX_SIDE,
+    MIN_SIDE,
     ResizePlan,
     automatic_min_side,
     native_area_size,
@@ -104,15 +107,52 @@ def test_automatic_sizes_respect_the_side_limits(size, native, expected):
     assert (result.width, result.height, result.limited) == expected
 
 
-@pytest.mark.parametrize("native", [64, 512, 768, 1024])
+@pytest.mark.parametrize("native", [40, 64, 120, 256, 512, 768, 1024])  # 40, 120: latents of 5 and 15
 @pytest.mark.parametrize("aspect", [1 / 200, 1 / 30, 1 / 7, 0.5, 1, 2.5, 9, 40, 150])
 def test_automatic_sizes_always_fit(native, aspect):
     width, height = (round(3000 * aspect), 3000) if aspect < 1 else (3000, round(3000 / aspect))
     size = target_size(width, height, native, None, None)
     low = automatic_min_side(native)
     assert low <= size.width <= MAX_SIDE and low <= size.height <= MAX_SIDE
-    assert size.width % 8 == 0 and size.height % 8 == 0
-    assert automatic_min_side(native) == (64 if native >= 128 else native // 2)
+    assert size.width % 8 == 0 and size.height % 8 == 0  # on the latent grid, even at the minimum
+    assert type(size.width) is int and type(size.height) is int  # they become tensor shapes
+    # 64 px, or half a tiny model's native size, rounded down to the grid
+    assert automatic_min_side(native) == (64 if native >= 128 else native // 16 * 8)
+    assert type(automatic_min_side(native)) is int
+
+
+@pytest.mark.parametrize("native, wide", [(64, (128, 32)), (256, (1024, 64)), (512, (4096, 64)),
+                                          (1024, (4096, 256))])
+def test_a_more_extreme_aspect_gives_the_same_limited_size(native, wide):
+    """Past the limits the size stops following the aspect ratio: the short side at its minimum (or the long
+    one at its maximum) and about the native area, however extreme the input."""
+    for long_side in (10_000, 100_000, 1_000_000):  # 1000:1 to 100000:1 (the last one over MAX_SIDE at any native)
+        assert target_size(long_side, 10, native, None, None) == wide
+        assert target_size(10, long_side, native, None, None) == wide[::-1]
+        assert target_size(long_side, 10, native, None, None).limited
+    assert wide[0] * wide[1] == native * native  # the native area, not a 4096 px strip
+
+
+@pytest.mark.parametrize("source, native, expected", [((64, 4096), 512, (64, 4096)), ((4096, 64), 512, (4096, 64)),
+                                                      ((1, 64), 512, (64, 4096)), ((64, 1), 512, (4096, 64))])
+def test_an_automatic_size_exactly_at_the_limits_is_not_limited(source, native, expected):
+    size = target_size(*source, native, None, None)  # 1:64 at 512 px: 64 x 4096, both sides just within
+    assert (size.width, size.height, size.limited) == (*expected, False)
+
+
+@pytest.mark.parametrize("source, want, expected", [((512, 64), (64, None), (64, MIN_SIDE)),
+                                                    ((64, 512), (None, 64), (MIN_SIDE, 64)),
+                                                    ((1000, 4000), (1024, None), (1024, MAX_SIDE)),
+                                                    ((4000, 1000), (None, 1024), (MAX_SIDE, 1024))])
+def test_a_derived_side_exactly_at_a_limit_is_not_limited(source, want, expected):
+    size = target_size(*source, 512, *want)
+    assert (size.width, size.height, size.limited) == (*expected, False)
+
+
+def test_a_target_size_survives_pickling():  # sizes travel to batch workers
+    size = target_size(10_000, 500, 1024, None, None)
+    copy = pickle.loads(pickle.dumps(size))
+    assert (copy, copy.width, copy.height, copy.limited) == ((4096, 256), 4096, 256, True)
 
 
 @pytest.mark.parametrize(
@@ -130,12 +170,9 @@ def test_one_given_side_keeps_the_other_within_limits(source, want, expected):
 
 
 def test_crop_box_is_never_empty():
-    plan = plan_resize((1000, 1), (8, 4096), "crop")
-    left, top, right, bottom = plan.crop
-    assert right - left >= 1 and bottom - top == 1
-    plan = plan_resize((1, 1000), (4096, 8), "crop")
-    left, top, right, bottom = plan.crop
-    assert right - left == 1 and bottom - top >= 1
+    # a 1000:1 strip into a 1:512 target would keep 0.002 columns: the centre column is kept instead
+    assert plan_resize((1000, 1), (8, 4096), "crop").crop == (499, 0, 500, 1)
+    assert plan_resize((1, 1000), (4096, 8), "crop").crop == (0, 499, 1, 500)
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,8 @@ def _edge_column(image) -> int:
 
 
 @pytest.mark.parametrize("mode, target", [("stretch", (80, 56)), ("fill", (64, 64)), ("stretch", (64, 96)),
-                                          ("crop", (48, 32)), ("fill", (96, 160))])
+                                          ("crop", (48, 32)), ("fill", (96, 160)),
+                                          ("fill", (160, 64))])  # bands left and right
 def test_restore_size_lines_up_with_the_input(mode, target):
     # What keep_size does: plan -> generate (here: the planned input itself) -> back onto the input's pixels.
     source = Image.new("RGB", (96, 64), "black")
@@ -244,7 +245,8 @@ def test_restore_size_lines_up_with_the_input(mode, target):
 
 def test_restore_size_refuses_a_crop_that_cut_the_input():
     plan = plan_resize((96, 64), (64, 64), "crop")
-    with pytest.raises(ValueError, match="cut"):
+    with pytest.raises(ValueError, match="^the plan cut part of the source off; the result cannot line up with all "
+                                         "of it$"):
         restore_size(Image.new("RGB", (64, 64)), plan)
 
 
@@ -294,6 +296,28 @@ def test_long_infotext_is_shortened_to_fit_jpeg_exif():
         notices = []
         assert read_infotext(encode_image(Image.new("RGB", (16, 16)), fmt, text, notices=notices)) == text
         assert notices == []
+
+
+def test_a_shortened_jpeg_infotext_fills_the_exif_room_and_says_so(tmp_path):
+    params = "Steps: 25, Seed: 1, Size: 64x64"
+    text = f"{'castle, ' * 6000}\nNegative prompt: {'blurry, ' * 6000}\n{params}"
+    notices: list[str] = []
+    path = save_image(Image.new("RGB", (16, 16)), tmp_path / "long.jpg", infotext=text, notices=notices)
+    assert len(notices) == 1
+    room = int(re.search(r"JPEG holds about ([\d,]+)\)", notices[0])[1].replace(",", ""))
+    assert 32_000 <= room < 32_768  # "about 32,000 characters": 64 KB of UTF-16, less the EXIF structure
+    assert notices[0] == (
+        f"the infotext is too long for JPEG metadata ({len(text):,} characters; JPEG holds about {room:,}): the file "
+        "stores the prompts shortened (ending in …) and every parameter; save as PNG or WebP to keep all of it")
+    stored = read_infotext(path)
+    assert len(stored.encode("utf-16-be")) // 2 == room  # the whole room used, nothing more
+    prompt, negative = stored.split("\n")[0], stored.split("\nNegative prompt: ")[1].split("\n")[0]
+    assert prompt.endswith("…") and negative.endswith("…") and stored.endswith("\n" + params)
+    # an infotext that fits is stored as it is, without a notice
+    notices = []
+    short = f"{'castle, ' * 100}\n{params}"
+    assert read_infotext(encode_image(Image.new("RGB", (16, 16)), "JPEG", short, notices=notices)) == short
+    assert notices == []
 
 
 def test_display_p3_input_is_converted_to_srgb():
@@ -592,7 +616,8 @@ def test_png_is_the_default_and_carries_a_text_chunk():
 
 def test_save_image_format_and_overwrite(tmp_path):
     path = tmp_path / "x.png"
-    with pytest.raises(OutputError, match="the file name says .png but the format is jpeg"):
+    with pytest.raises(OutputError, match=r"the file name says \.png but the format is jpeg; make them agree "
+                                          r"\(or give only one of them\)$"):
         save_image(Image.new("RGB", (4, 4)), path, fmt="jpeg")
     assert not path.exists()
     save_image(Image.new("RGB", (4, 4)), tmp_path / "y.jpg", fmt="jpeg")
@@ -674,6 +699,27 @@ def test_premultiplied_grey_alpha_is_composited():
     grey.putpixel((1, 0), (50, 0))  # fully transparent: the background shows
     loaded = load_image(grey.convert("La"), background="#ff0000").image
     assert [loaded.getpixel((x, 0)) for x in range(2)] == [(100, 100, 100), (255, 0, 0)]
+
+
+def test_palette_transparency_is_by_index_not_by_colour():
+    # index 0 is transparent; index 2 has the same colour and stays opaque (GIF-style palettes repeat colours)
+    image = Image.new("P", (3, 1), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50, 10, 20, 30] + [0] * 759)
+    image.putpixel((1, 0), 1)
+    image.putpixel((2, 0), 2)
+    loaded = load_image(png_bytes(image, transparency=0), background="#00ff00").image
+    assert [loaded.getpixel((x, 0)) for x in range(3)] == [(0, 255, 0), (200, 100, 50), (10, 20, 30)]
+
+
+def test_one_bit_and_16_bit_grey_png_colour_keys_are_composited():
+    bilevel = Image.new("1", (2, 1), 0)
+    bilevel.putpixel((1, 0), 1)
+    loaded = load_image(png_bytes(bilevel, transparency=0), background="#0000ff").image  # black is transparent
+    assert [loaded.getpixel((x, 0)) for x in range(2)] == [(0, 0, 255), (255, 255, 255)]
+    deep = Image.fromarray(np.array([[0, 65535, 32768, 32769]], dtype=np.uint16))
+    assert deep.mode.startswith("I;16")
+    loaded = load_image(png_bytes(deep, transparency=32768), background="#0000ff").image  # the key: 16-bit, exact
+    assert [loaded.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (255, 255, 255), (0, 0, 255), (128, 128, 128)]
 
 
 def test_rgb_png_colour_key_is_composited_on_the_background():

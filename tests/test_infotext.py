@@ -4,7 +4,14 @@ import re
 import pytest
 
 from img2img.errors import InvalidRequest
-from img2img.infotext import MAX_INFOTEXT_CHARS, _param_pairs, fields_from_infotext, format_infotext, parse_infotext
+from img2img.infotext import (
+    MAX_INFOTEXT_CHARS,
+    _param_pairs,
+    fields_from_infotext,
+    format_infotext,
+    parse_infotext,
+    shorten_infotext,
+)
 
 A1111_SAMPLE = (
     "a castle, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
@@ -178,3 +185,102 @@ def test_unreadable_inpainting_numbers_name_the_key(line, key):
     with pytest.raises(InvalidRequest, match=f"^stored parameters: {key} is '[a-z]+', not a int$") as info:
         fields_from_infotext("p\nSteps: 5, Seed: 1, " + line)
     assert info.value.field == key
+
+
+# Shortening for JPEG's EXIF, which holds a limited number of UTF-16 code units: the parameters line stays whole,
+# the prompts share what room is left, and each cut prompt ends in "…".
+PARAMS_LINE = "Steps: 20, Seed: 1, Size: 8x8"  # 29 units
+NEGATIVE_MARKER = "\nNegative prompt: "  # 18 units
+
+
+def _utf16_units(text):
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_an_infotext_that_fits_is_kept_as_it_is():
+    text = format_infotext("a" * 40, "b" * 40, {"Steps": 20, "Seed": 1, "Size": "8x8"})
+    assert _utf16_units(text) == 40 + 18 + 40 + 1 + 29
+    assert shorten_infotext(text, 128) == text  # exactly at the limit
+    assert shorten_infotext(text, 1000) == text
+    shorter = shorten_infotext(text, 127)  # one unit over: both prompts give way, the parameters do not
+    assert _utf16_units(shorter) == 127 and shorter.endswith("\n" + PARAMS_LINE)
+
+
+def test_two_long_prompts_share_the_room_equally():
+    text = format_infotext("a" * 100, "b" * 100, {"Steps": 20, "Seed": 1, "Size": "8x8"})
+    # 20 units left for the prompts: 10 each, the ellipsis included
+    assert shorten_infotext(text, 29 + 1 + 18 + 20) == "a" * 9 + "…" + NEGATIVE_MARKER + "b" * 9 + "…\n" + PARAMS_LINE
+    # an odd unit goes to the prompt
+    assert shorten_infotext(text, 29 + 1 + 18 + 21) == "a" * 10 + "…" + NEGATIVE_MARKER + "b" * 9 + "…\n" + PARAMS_LINE
+
+
+def test_a_short_prompt_is_kept_whole_and_the_other_gets_the_rest():
+    params = {"Steps": 20, "Seed": 1, "Size": "8x8"}
+    # a short negative prompt: the prompt gets the 20 units it leaves
+    text = format_infotext("a" * 100, "bb", params)
+    assert shorten_infotext(text, 29 + 1 + 18 + 20) == "a" * 17 + "…" + NEGATIVE_MARKER + "bb\n" + PARAMS_LINE
+    # a short prompt: the negative prompt gets the rest
+    text = format_infotext("aaa", "b" * 100, params)
+    assert shorten_infotext(text, 29 + 1 + 18 + 20) == "aaa" + NEGATIVE_MARKER + "b" * 16 + "…\n" + PARAMS_LINE
+    # a negative prompt of exactly half the room is kept whole
+    text = format_infotext("a" * 100, "b" * 10, params)
+    assert shorten_infotext(text, 29 + 1 + 18 + 20) == "a" * 9 + "…" + NEGATIVE_MARKER + "b" * 10 + "\n" + PARAMS_LINE
+    # without a negative prompt the prompt has all the room (no marker to pay for)
+    text = format_infotext("a" * 100, "", params)
+    assert shorten_infotext(text, 29 + 1 + 20) == "a" * 19 + "…\n" + PARAMS_LINE
+
+
+def test_shortening_counts_utf16_units_and_never_splits_a_character():
+    params = {"Steps": 20, "Seed": 1, "Size": "8x8"}
+    text = format_infotext("😀" * 50, "", params)  # each emoji is two UTF-16 units (a surrogate pair)
+    assert shorten_infotext(text, 29 + 1 + 9) == "😀" * 4 + "…\n" + PARAMS_LINE  # 8 + 1 units
+    assert shorten_infotext(text, 29 + 1 + 10) == "😀" * 4 + "…\n" + PARAMS_LINE  # a fifth would need 11
+    assert shorten_infotext(text, 29 + 1 + 11) == "😀" * 5 + "…\n" + PARAMS_LINE
+    mixed = format_infotext("é" * 30 + "😀" * 30, "", params)  # é is one unit
+    assert shorten_infotext(mixed, 29 + 1 + 34) == "é" * 30 + "😀" + "…\n" + PARAMS_LINE  # 30 + 2 + 1 of 34
+    # a text that fits in units but not in UTF-8 bytes is not touched
+    assert shorten_infotext("é" * 20, 20) == "é" * 20
+    # the edges of the Basic Multilingual Plane: U+FFFF is the last one-unit character, U+10000 the first pair
+    for char, kept in (("\uffff", 4), ("\U00010000", 2)):
+        assert shorten_infotext(format_infotext(char * 10, "", params), 29 + 1 + 5) == char * kept + "…\n" + PARAMS_LINE
+
+
+def test_a_text_without_a_parameters_line_is_cut_at_the_limit():
+    assert shorten_infotext("x" * 10, 10) == "x" * 10
+    assert shorten_infotext("x" * 10, 9) == "x" * 8 + "…"
+    assert shorten_infotext("x" * 10, 5) == "xxxx…"
+    assert shorten_infotext("😀" * 10, 5) == "😀😀…"
+
+
+def test_without_room_for_the_prompts_the_parameters_line_is_kept():
+    text = format_infotext("a" * 100, "b" * 100, {"Steps": 20, "Seed": 1, "Size": "8x8"})
+    # the parameters, the newline, the marker and one unit: not enough to show anything of a prompt
+    assert shorten_infotext(text, 29 + 1 + 18 + 1) == PARAMS_LINE
+    # two units are: an ellipsis for each prompt
+    assert shorten_infotext(text, 29 + 1 + 18 + 2) == "…" + NEGATIVE_MARKER + "…\n" + PARAMS_LINE
+    # a parameters line longer than the limit is cut too (the limit always holds)
+    assert shorten_infotext(text, 20) == PARAMS_LINE[:19] + "…"
+    # but a short prompt that fits exactly is kept
+    assert shorten_infotext("a\n" + PARAMS_LINE, 29 + 1 + 1) == "a\n" + PARAMS_LINE
+
+
+def test_shortening_cuts_the_negative_prompt_where_parsing_finds_it():
+    # a negative prompt with a "Negative prompt:" line of its own: the first marker starts it, as when parsing
+    text = format_infotext("a" * 100, "b" * 50 + "\nNegative prompt: " + "c" * 50, {"Steps": 20, "Seed": 1,
+                                                                                    "Size": "8x8"})
+    assert parse_infotext(text)[1].startswith("b" * 50)
+    shorter = shorten_infotext(text, 29 + 1 + 18 + 20)
+    assert shorter == "a" * 9 + "…" + NEGATIVE_MARKER + "b" * 9 + "…\n" + PARAMS_LINE
+    assert parse_infotext(shorter)[:2] == ("a" * 9 + "…", "b" * 9 + "…")
+
+
+@pytest.mark.parametrize("limit", range(84, 300, 7))  # from the parameters, marker and two units up
+def test_a_shortened_infotext_keeps_every_parameter(limit):
+    params = {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.5, "Seed": 1, "Size": "8x8"}
+    text = format_infotext("a castle 😀 " * 30, "blurry, " * 30, params)
+    shorter = shorten_infotext(text, limit)
+    assert _utf16_units(shorter) <= limit
+    prompt, negative, parsed = parse_infotext(shorter)
+    assert parsed == {k: str(v) for k, v in params.items()}
+    assert ("a castle 😀 " * 30).startswith(prompt.removesuffix("…"))
+    assert ("blurry, " * 30).startswith(negative.removesuffix("…"))

@@ -97,6 +97,14 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
         Request(prompt="x", steps=np.float32(2.5)).normalized().validate()
 
 
+def test_other_zero_dimensional_values_are_refused_by_name_not_taken_for_numpy_scalars():
+    import torch  # a torch scalar has an empty shape too, but no numpy dtype
+
+    with pytest.raises(InvalidRequest, match=r"^strength must be a number, got tensor\(0.5000\)$") as info:
+        Request(prompt="x", strength=torch.tensor(0.5)).normalized().validate()
+    assert info.value.field == "strength"
+
+
 def test_every_limit_is_inclusive():
     """The documented ranges include both ends: a `<` for `<=` (or a limit off by one) refuses a valid value."""
     from img2img.request import MAX_SEED
@@ -196,3 +204,73 @@ def test_result_save_names_formats_and_infotexts(tmp_path):
         result.save(tmp_path / "asked.png", fmt="jpeg")  # a name and a format that disagree
     asked = result.save(tmp_path / "asked", fmt="jpeg")
     assert [p.name for p in asked] == ["asked-1.jpg", "asked-2.jpg"] and Image.open(asked[0]).format == "JPEG"
+
+
+@pytest.mark.parametrize("fill, expected", [
+    (0, "fill"), (1, "original"), (2, "latent-noise"), (3, "latent-nothing"),  # A1111's numbers
+    ("2", "latent-noise"), (" 3 ", "latent-nothing"),  # as form fields send them
+    ("latent noise", "latent-noise"), ("Latent_Nothing", "latent-nothing"), (" ORIGINAL ", "original"),  # its labels
+    ("fill", "fill"), (None, None),
+])
+def test_a1111_inpaint_fills_normalize(fill, expected):
+    request = Request(prompt="", inpaint_fill=fill).normalized()
+    assert request.inpaint_fill == expected and request.validate() is request
+
+
+@pytest.mark.parametrize("fill, shown", [(4, "4"), ("4", "'4'"), ("12", "'12'"), (-1, "-1"), (True, "True"),
+                                         ("blur", "'blur'"), (1.0, "1.0")])
+def test_unknown_inpaint_fills_are_refused_by_name(fill, shown):
+    request = Request(prompt="", inpaint_fill=fill).normalized()
+    with pytest.raises(InvalidRequest, match=rf"^inpaint_fill must be one of fill, original, latent-noise, "
+                                             rf"latent-nothing \(or A1111's 0-3\), got {shown}$") as info:
+        request.validate()
+    assert info.value.field == "inpaint_fill"
+
+
+@pytest.mark.parametrize("area, expected", [("Only masked", "masked"), ("Whole picture", "whole"),
+                                            (" MASKED ", "masked"), ("whole", "whole")])
+def test_a1111_inpaint_areas_normalize(area, expected):
+    request = Request(prompt="", inpaint_area=area).normalized()
+    assert request.inpaint_area == expected and request.validate() is request
+
+
+def test_mask_blur_and_outpaint_normalize_to_tuples():
+    request = Request(prompt="", mask_blur=6, outpaint="64, 0,0 ,32").normalized()
+    assert (request.mask_blur, request.outpaint) == ((6, 6), (64, 0, 0, 32))
+    request = Request(prompt="", mask_blur="3, 5", outpaint=[0, 8, 0, 0]).normalized()
+    assert (request.mask_blur, request.outpaint) == ((3, 5), (0, 8, 0, 0))
+    assert Request(prompt="").normalized().outpaint is None
+    # a value that does not parse is left as it was, for validate() to name
+    assert Request(prompt="", mask_blur="soft").normalized().mask_blur == "soft"
+    assert Request(prompt="", outpaint="left").normalized().outpaint == "left"
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"inpaint_area": "edges"}, "inpaint_area", "inpaint_area must be whole or masked, got 'edges'"),
+    ({"inpaint_area": None}, "inpaint_area", "inpaint_area must be whole or masked, got None"),
+    ({"inpaint_padding": -1}, "inpaint_padding", "inpaint_padding must be between 0 and 4096, got -1"),
+    ({"inpaint_padding": 4097}, "inpaint_padding", "inpaint_padding must be between 0 and 4096, got 4097"),
+    ({"inpaint_padding": 8.5}, "inpaint_padding", "inpaint_padding must be a whole number, got 8.5"),
+    ({"invert_mask": 1}, "invert_mask", "invert_mask must be a bool, got 1"),
+    ({"mask_round": "yes"}, "mask_round", "mask_round must be a bool, got 'yes'"),
+    ({"mask_from_alpha": None}, "mask_from_alpha", "mask_from_alpha must be a bool, got None"),
+    ({"mask_blur": "soft"}, "mask_blur", "mask_blur must be a whole number of pixels"),
+    ({"mask_blur": -1}, "mask_blur", "mask_blur must be a whole number of pixels"),
+    ({"outpaint": "left"}, "outpaint", "outpaint must be four whole numbers LEFT,TOP,RIGHT,BOTTOM"),
+    ({"outpaint": (0, 0, 0, 0)}, "outpaint", "not all 0"),
+    ({"noise_multiplier": -0.5}, "noise_multiplier", r"^noise_multiplier must be in \[0, 10\], got -0.5$"),
+    ({"noise_multiplier": 10.5}, "noise_multiplier", r"^noise_multiplier must be in \[0, 10\], got 10.5$"),
+    ({"noise_multiplier": "1"}, "noise_multiplier", "noise_multiplier must be a number, got '1'"),
+])
+def test_inpainting_fields_are_checked_by_name(changes, field, message):
+    request = Request(prompt="x", steps=20).replace(**changes).normalized()
+    with pytest.raises(InvalidRequest, match=message) as info:
+        request.validate()
+    assert info.value.field == field
+
+
+def test_inpainting_limits_are_inclusive():
+    for padding, multiplier in ((0, 0.0), (4096, 10.0), (32, 0.5)):
+        request = Request(prompt="", inpaint_padding=padding, noise_multiplier=multiplier, mask_blur=(0, 64),
+                          outpaint=(1, 0, 0, 0), invert_mask=True, mask_round=False, mask_from_alpha=True)
+        assert request.normalized().validate().inpaint_padding == padding

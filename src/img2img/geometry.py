@@ -27,8 +27,9 @@ def native_area_size(width: int, height: int, native: int) -> tuple[int, int]:
 
 
 def automatic_min_side(native: int) -> int:
-    """The shortest side an automatic size may have: 64 px, or half the native size of a (tiny) test model."""
-    return max(SIZE_MULTIPLE, min(AUTOMATIC_MIN_SIDE, native // 2))
+    """The shortest side an automatic size may have: 64 px, or half the native size of a (tiny) test model
+    (rounded down to the grid)."""
+    return max(SIZE_MULTIPLE, min(AUTOMATIC_MIN_SIDE, native // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE))
 
 
 class TargetSize(tuple):
@@ -75,16 +76,11 @@ def target_size(width: int, height: int, native: int, want_width: int | None, wa
     w, h = _grid(math.sqrt(area * aspect)), _grid(math.sqrt(area / aspect))
     if low <= w <= high and low <= h <= high:
         return TargetSize(w, h)
-    # Too wide or too tall for the limits: pin the long side (or the short one) and keep about the area.
-    if w > high:
-        w, h = high, max(low, snap(area / high))
-    elif h > high:
-        w, h = max(low, snap(area / high)), high
-    if h < low:
-        w, h = min(high, snap(area / low)), low
-    elif w < low:
-        w, h = low, min(high, snap(area / low))
-    return TargetSize(w, h, True)
+    # Too wide or too tall for the limits: the long side as long as they allow (the short one at its
+    # minimum, or the long one at its maximum), and about the native area.
+    long = min(high, snap(area / low))
+    short = max(low, snap(area / long))
+    return TargetSize(long, short, True) if w > h else TargetSize(short, long, True)
 
 
 def _grid(value: float) -> int:

@@ -102,8 +102,11 @@ def _to_rgb(img, background: str, icc: bytes | None = None, name: str = "<image>
         top = 65535.0 if img.mode != "F" else max(float(arr.max()), 1.0)
         if img.mode == "I" and arr.max() <= 255:
             top = 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, "L")
+        grey = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        key = img.info.get("transparency")  # a 16-bit PNG's colour key, in 16-bit values
+        if isinstance(key, int):
+            grey = Image.merge("LA", (grey, Image.fromarray(np.where(arr == key, 0, 255).astype(np.uint8), "L")))
+        img = grey
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode == "La":  # premultiplied grey + alpha: Pillow converts it to LA only
@@ -112,7 +115,7 @@ def _to_rgb(img, background: str, icc: bytes | None = None, name: str = "<image>
         img = img.convert("RGBA")
     img, notice = to_srgb(img, icc, name)  # before compositing: the background colour is sRGB already
     notices = [notice] if notice else []
-    if img.mode == "LA" or (img.mode in ("L", "RGB") and "transparency" in img.info):  # PNG colour keys too
+    if img.mode == "LA" or (img.mode in ("1", "L", "RGB") and "transparency" in img.info):  # PNG colour keys too
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, background)
