@@ -221,6 +221,20 @@ def test_extreme_aspect_ratio_is_clamped_with_a_notice(engine):
     assert any("aspect ratio 75:1" in n and "128x32" in n and "cropped" in n for n in result.notices)
 
 
+def test_extreme_aspect_ratio_with_a_mask_is_clamped_with_a_notice(engine):
+    # the whole picture is repainted at the clamped size, so the crop that brings it there must be said too
+    mask = Image.new("L", (900, 12), 0)
+    mask.paste(255, (400, 0, 500, 12))
+    result = engine.transform(Image.new("RGB", (900, 12), "purple"), "x", mask=mask, seed=1, steps=2, strength=0.5)
+    assert result.image.size == (128, 32)
+    assert any("aspect ratio 75:1" in n and "128x32" in n and "cropped" in n for n in result.notices)
+    # the masked area alone is generated at its own aspect: nothing of the picture is cut, no notice
+    only_masked = engine.transform(Image.new("RGB", (900, 12), "purple"), "x", mask=mask, seed=1, steps=2,
+                                   strength=0.5, inpaint_area="masked")
+    assert only_masked.image.size == (900, 12)
+    assert not any("side limits" in n for n in only_masked.notices)
+
+
 def test_keep_size_with_automatic_size_stretches_so_the_result_lines_up(engine, photo_path):
     # 96x64 generates at 80x56 (aspect 1.43, not 1.5): a crop would cut 5 columns that keep_size stretched back.
     result = engine.transform(photo_path, "x", seed=1, steps=2, strength=0.5, keep_size=True)

@@ -228,6 +228,9 @@ class Engine:
             elif masked is not None:
                 (width, height), first.prepared = masked.size, [masked.image]
                 inputs = {"strength": request.strength}
+                if masked.area is None and getattr(masked.size, "limited", False):  # the whole picture, resized
+                    first.notices.append(_limited_size_notice(first.repaint.canvas.size, masked.size, request,
+                                                              model.native))
             else:
                 size = target_size(*loaded_image.original_size, model.native, request.width, request.height)
                 width, height = size.width, size.height
