@@ -137,6 +137,23 @@ def test_png_info_round_trip_and_infotext_fills_unset_fields(api, server, pictur
     assert decoded(replay).tobytes() == result.image.convert("RGB").tobytes()
 
 
+def test_a_jpeg_answer_too_long_for_its_metadata_keeps_every_parameter_and_says_so(server, picture):
+    # Clients may ask for JPEG (samples_format). Its EXIF holds about 32,000 UTF-16 units; two prompts of 10,000
+    # emoji (two units each) need 40,000: the file keeps the parameters whole and the prompts shortened, the
+    # answer's infotext stays whole, and the notices say what happened.
+    prompt, negative = "\U0001F305" * 10_000, "\U0001F327" * 10_000
+    answer = post(server, {"prompt": prompt, "negative_prompt": negative, "seed": 5, "init_images": [b64(picture)],
+                           "override_settings": {"samples_format": "jpg"}, **FAST})
+    assert answer.status_code == 200, answer.text
+    image, info = decoded(answer.json()), json.loads(answer.json()["info"])
+    assert image.format == "JPEG"
+    full, stored = info["infotexts"][0], read_infotext(image)
+    assert full.startswith(prompt) and len(stored) < len(full)
+    assert stored.splitlines()[-1] == full.splitlines()[-1] and "Seed: 5" in stored.splitlines()[-1]
+    assert stored.startswith("\U0001F305" * 100) and "\u2026" in stored  # the prompt cut, ending in an ellipsis
+    assert any("too long for JPEG metadata" in notice for notice in info["notices"])
+
+
 def test_listing_routes(api, server):
     assert api.util_get_model_names() == ["tiny-sd [d122d9ced0]"] or \
         api.util_get_model_names()[0].startswith("tiny-sd")
