@@ -57,12 +57,13 @@ def health(server) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ray_server(tiny_sd):
+def ray_server(tiny_sd, folders):
     import torch
 
     threads = torch.get_num_threads()  # the front's engine settings apply to this test process too
     config = ServerConfig(models=[str(tiny_sd)], device="cpu", ui=False, engine="ray", replicas=2, cpu_threads=1,
-                          api_keys=[KEY], max_queue=2, max_pixels=MAX_PIXELS)
+                          api_keys=[KEY], max_queue=2, max_pixels=MAX_PIXELS,
+                          embeddings_dir=str(folders / "embeddings"))
     with ServerThread(config) as server:
         wait_for(lambda: health(server)["replicas"]["running"] == 2, timeout=300, interval=0.5)
         yield server
@@ -94,6 +95,13 @@ def test_two_replicas_answer_the_local_engines_bytes(ray_server, local_answers):
     # four jobs at once on two replicas that take one job each: both replicas did work
     by_replica = health(ray_server)["queue"]["completed_by_replica"]
     assert len(by_replica) == 2 and all(count >= 1 for count in by_replica.values()), by_replica
+
+
+def test_embeddings_are_listed_by_a_replica(ray_server):
+    # the front loads no model: a replica reads the folder against the text encoders it holds
+    embeddings = httpx.get(ray_server.url + "/sdapi/v1/embeddings", headers=AUTH, timeout=120).json()
+    assert sorted(embeddings["loaded"]) == ["fuzzy", "legacy"] and sorted(embeddings["skipped"]) == ["xlemb"]
+    assert embeddings["loaded"]["fuzzy"]["vectors"] == 3
 
 
 def test_auth_limits_and_backpressure_hold_on_the_ray_path(ray_server):

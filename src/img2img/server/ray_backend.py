@@ -324,6 +324,10 @@ class RayBackend:
             self.handle = None
             self._stopped.set()
 
+    def embeddings(self, spec: str) -> dict:
+        """The embeddings that fit a model, as a replica that holds it reads them (it waits for a free one)."""
+        return self.handle.embeddings.remote(spec).result(timeout_s=300)
+
     # ---------------------------------------------------------------- running a job
     def generate(self, job: RemoteJob, spec: str, request, image, parts: int, run=None):
         """Run the job on a replica; a replica that dies mid-job costs one retry on another one."""

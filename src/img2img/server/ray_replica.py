@@ -125,6 +125,15 @@ class Replica:
             self.engines[spec] = make_engine(spec, self.config)
         return self.engines[spec]
 
+    async def embeddings(self, spec: str) -> dict:
+        """/sdapi/v1/embeddings for a model: the embeddings folder read against its loaded text encoders."""
+        from ..networks import describe_embeddings, load_embeddings
+
+        engine = self.engine(spec)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.worker, lambda: describe_embeddings(load_embeddings(engine.load().pipe, engine.embeddings_dir)))
+
     async def generate(self, job_id: int, spec: str, request, image, parts: int, run=None):
         """Run one job (service.run_parts) in the worker thread; yield its progress, then {"outcome": ...}."""
         from .preview import preview_png

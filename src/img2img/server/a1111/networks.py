@@ -77,6 +77,8 @@ def network_routes(service):
     async def embeddings():
         """The embeddings that fit the current model (loaded) and those that do not (skipped)."""
         slot = service.current
+        if service.backend is not None:  # --engine ray: the replicas hold the model
+            return await run_in_threadpool(service.backend.embeddings, slot.spec)
         if not slot.loaded:
             return {"loaded": {}, "skipped": {}}
         return await run_in_threadpool(
