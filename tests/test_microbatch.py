@@ -48,6 +48,21 @@ def test_jobs_run_together_equal_each_job_alone(engine):
     assert diff(together[1].images[0], together[1].images[1]) > 0  # seeds 100 and 101
 
 
+def test_variation_seeds_and_per_job_settings_together_equal_each_job_alone(engine):
+    # shared: variation strength (each job its own subseed); per job: keep_size, colour correction, background
+    common = {"steps": 3, "strength": 0.6, "subseed_strength": 0.4}
+    jobs = [(Request("a mill", seed=21, subseed=5, keep_size=True, **common), png(96, 64, 4)),
+            (Request("a bridge", seed=22, subseed=9, color_correction=True, **common), png(96, 64, 5))]
+    together = engine.run_together(jobs)
+    for (request, image), result in zip(jobs, together):
+        alone = engine.run(request, image)
+        assert result.seeds == alone.seeds and result.subseeds == alone.subseeds
+        assert result.infotexts == alone.infotexts and result.images[0].size == alone.images[0].size
+        assert diff(result.images[0], alone.images[0]) <= TOLERANCE
+    assert together[0].images[0].size == (96, 64)  # keep_size: back on the input's pixels
+    assert together[1].images[0].size == (80, 56)  # the generation size (aspect 3:2 at the native area)
+
+
 def test_text_to_image_jobs_and_long_prompts_together(engine):
     long_prompt = "a very detailed painting of " + ", ".join(f"tree number {i}" for i in range(40))  # > 75 tokens
     jobs = [(Request("a castle", seed=5, steps=3, cfg_scale=3.0, width=64, height=96), None),
