@@ -23,6 +23,16 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
         time.sleep(interval)
 
 
+def hold_worker(service, timeout: float = 30.0):
+    """Occupy the server's worker with a job that waits for the returned event, so the next jobs queue up."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    service.queue.submit(lambda job: started.set() or release.wait(timeout))
+    assert started.wait(20)
+    return release
+
+
 LISTENING = re.compile(r"img2img server: listening on http://(\S+?):(\d+);")
 
 

@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 import pytest
+from helpers import hold_worker
 
 from img2img import InvalidRequest
 from img2img.request import Request
@@ -113,16 +114,6 @@ def test_an_inpainting_model_runs_jobs_given_together_one_after_another(tiny_sd_
 
 # ---------------------------------------------------------------- the server: serve --max-batch
 
-def _hold_worker(service):
-    """Occupy the worker with a job that waits for the returned event, so the next jobs queue up together."""
-    import threading
-
-    started, release = threading.Event(), threading.Event()
-    service.queue.submit(lambda job: started.set() or release.wait(60))
-    assert started.wait(20)
-    return release
-
-
 @pytest.fixture(scope="module")
 def batching_server(tiny_sd, tmp_path_factory):
     from img2img.server.config import ServerConfig
@@ -151,7 +142,7 @@ def test_server_runs_queued_jobs_together_and_each_answer_equals_the_job_alone(b
     for index, payload in enumerate(payloads):
         payload["init_images"] = [base64.b64encode(png(64, 64, index + 1)).decode()]
     before = service.health()["queue"]
-    release = _hold_worker(service)
+    release = hold_worker(service, timeout=60)
     answers = [None] * len(payloads)
 
     def post(index):
@@ -187,7 +178,7 @@ def test_interrupting_one_job_of_a_batch_keeps_the_others(batching_server, engin
     service = batching_server.service
     slot = service.current
     jobs, image = [], png(64, 64, 1)
-    release = _hold_worker(service)
+    release = hold_worker(service, timeout=60)
     for seed in (1, 2, 3):
         request, _ = service.prepare(slot, Request("a hill", seed=seed, steps=3, width=64, height=64))
         jobs.append(service.queue.submit(lambda job, r=request: service.generate(job, slot, r, image),

@@ -7,7 +7,7 @@ import threading
 
 import httpx
 import pytest
-from helpers import ServeProcess, wait_for
+from helpers import ServeProcess, hold_worker, wait_for
 
 from img2img.server.config import ServerConfig
 from img2img.server.runner import ServerThread
@@ -19,14 +19,6 @@ def payload(square_path, **fields):
     image = base64.b64encode(square_path.read_bytes()).decode()
     return {"prompt": "x", "init_images": [image], "steps": 4, "width": 64, "height": 64, **fields}
 
-
-
-def hold_worker(service):
-    """Occupy the worker with a job that waits for the returned event."""
-    started, release = threading.Event(), threading.Event()
-    service.queue.submit(lambda job: started.set() or release.wait(30))
-    assert started.wait(10)
-    return release
 
 
 @pytest.fixture(scope="module")
