@@ -91,6 +91,7 @@ def test_jobs_that_differ_in_a_shared_setting_are_refused_together(engine):
     assert engine.together_key(engine.prepare(base), None) != key  # text-to-image
     with pytest.raises(InvalidRequest, match="must agree"):
         engine.run_together([(base, image), (base.replace(steps=4), image)])
+    assert engine.run_together([]) == []  # no jobs, no results (and no model loaded for them)
     # what a shared call cannot do for one job alone: each such job runs on its own
     for alone in (base.replace(mask_from_alpha=True), base.replace(outpaint=(8, 0, 0, 0)),
                   base.replace(resize_mode="latent")):

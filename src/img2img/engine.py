@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -22,13 +21,13 @@ from .errors import Interrupted, InvalidRequest
 from .geometry import MAX_SIDE, MIN_SIDE, TargetSize, automatic_min_side, target_size
 from .images import DEFAULT_MAX_PIXELS, load_image, restore_size
 from .infotext import format_infotext
-from .job import PER_JOB, GenerationJob, NotTogether, input_size, tell
+from .job import PER_JOB, GenerationJob, NotTogether, check_input_count, input_size, tell
 from .latent_resize import resize_encoded_latents
 from .masks import paste_back
 from .models import CACHE, LoadedModel, PipelineCache, choose_device, resolve_model
-from .noise import apply_variation, batch_seeds, scale_initial_noise, text_to_image_noise
+from .noise import apply_variation, scale_initial_noise, text_to_image_noise
 from .prompts import extract_networks
-from .request import MAX_SEED, Request, Result
+from .request import Request, Result
 from .schedulers import parse_sampler, plan_sampling, recorded_schedule
 from .version import __version__
 
@@ -156,12 +155,8 @@ class Engine:
         that encode to different lengths, an inpainting model) run one after another. `on_step` sees the whole
         batch's latents, in job order.
         """
-        if len(jobs) > 1:
-            keys = {self.together_key(self.prepare(request, choose_mode(request, image)), image)
-                    for request, image in jobs}
-            if None in keys or len(keys) > 1:
-                raise InvalidRequest("jobs run together must agree on everything but prompts, images and seeds",
-                                     "jobs")
+        if not jobs:
+            return []
         try:
             return self._generate([GenerationJob(request, image) for request, image in jobs], on_step)
         except NotTogether:
@@ -188,10 +183,15 @@ class Engine:
         started = time.perf_counter()
         interrupts = self._interrupts  # an interrupt() from here on stops this run
         together = len(jobs) > 1
-        mode = choose_mode(jobs[0].request, jobs[0].image)
-        # 1. validate, with the model's defaults filled in (before any model loads)
+        # 1. validate, with the model's defaults filled in (before any model loads); jobs run together must agree
         for job in jobs:
-            job.request = self.prepare(job.request, mode)
+            job.request = self.prepare(job.request, choose_mode(job.request, job.image))
+        if together:
+            keys = {self.together_key(job.request, job.image) for job in jobs}
+            if None in keys or len(keys) > 1:
+                raise InvalidRequest("jobs run together must agree on everything but prompts, images and seeds",
+                                     "jobs")
+        mode = choose_mode(jobs[0].request, jobs[0].image)
         # 2. read the input image(s) and the mask, if any (bad files fail before the model loads, too)
         for job in jobs:
             job.read(self.max_pixels)
@@ -239,9 +239,8 @@ class Engine:
                         job.notices.append(_limited_size_notice(loaded_image.original_size, size, job.request,
                                                                 model.native))
                     job.plan_images(width, height, latent_resize)
-                images = [image for job in jobs for image in job.images_per_output()]
-                inputs = {"image": images if together else first.prepared[0] if len(first.prepared) == 1
-                          else first.prepared, "strength": request.strength}
+                images = [image for job in jobs for image in job.images_per_output()] if together else first.prepared
+                inputs = {"image": images[0] if len(images) == 1 else images, "strength": request.strength}
             # 5. seeds: given or random; a batch counts up as A1111 counts (noise.batch_seeds)
             for job in jobs:
                 job.choose_seeds()
@@ -352,18 +351,15 @@ class Engine:
         """Several input images with one mask (A1111 lays it over each): each is repainted on its own, with the
         seed a batch would give it; one Result for all. Every input and the mask are checked first."""
         request = self.prepare(request)
-        if len(images) != request.batch_size:
-            raise InvalidRequest(f"{len(images)} input images need batch_size {len(images)}, got "
-                                 f"{request.batch_size}", "batch_size")
+        check_input_count(len(images), request)
         for source in images:  # bad files or a mask of another size fail before anything runs
             loaded = load_image(source, max_pixels=self.max_pixels, background=request.background)
             inpaint.read_repaint(request, [source], loaded, mask, max_pixels=self.max_pixels, latent_mask=latent_mask)
-        first = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        subseed = None
-        if request.subseed_strength > 0:
-            subseed = request.subseed if request.subseed is not None else secrets.randbelow(MAX_SEED + 1)
-        seeds, subseeds = batch_seeds(first, len(images), subseed, request.subseed_strength)
-        results = [self.run(request.replace(batch_size=1, seed=seeds[i], subseed=subseeds[i] if subseeds else subseed),
+        seeding = GenerationJob(request)  # the seeds a batch of these images would get
+        seeding.choose_seeds()
+        subseeds = seeding.subseeds
+        results = [self.run(request.replace(batch_size=1, seed=seeding.seeds[i],
+                                            subseed=subseeds[i] if subseeds else seeding.subseed),
                             source, mask=mask, latent_mask=latent_mask, on_step=on_step)
                    for i, source in enumerate(images)]
         notices = list(dict.fromkeys(notice for result in results for notice in result.notices))

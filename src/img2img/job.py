@@ -42,9 +42,8 @@ class GenerationJob:
     def read(self, max_pixels: int) -> None:
         """Read the input image(s) and the mask; bad files and impossible keep_size crops fail here."""
         request = self.request
-        if len(self.sources) > 1 and len(self.sources) != request.batch_size:
-            raise InvalidRequest(f"{len(self.sources)} input images need batch_size {len(self.sources)}, got "
-                                 f"{request.batch_size}", "batch_size")
+        if len(self.sources) > 1:
+            check_input_count(len(self.sources), request)
         self.loaded = [load_image(source, max_pixels=max_pixels, background=request.background)
                        for source in self.sources]
         self.repaint = inpaint.read_repaint(request, self.sources, self.loaded[0] if self.loaded else None,
@@ -82,6 +81,12 @@ def tell(jobs: list[GenerationJob], notices: list[str]) -> None:
     """Notices about the shared call reach every job of it."""
     for job in jobs:
         job.notices.extend(notices)
+
+
+def check_input_count(count: int, request: Request) -> None:
+    """Several input images are one per member of the batch."""
+    if count != request.batch_size:
+        raise InvalidRequest(f"{count} input images need batch_size {count}, got {request.batch_size}", "batch_size")
 
 
 def check_keep_size(request: Request, source: tuple[int, int]) -> None:
