@@ -204,18 +204,21 @@ class JobQueue:
         job = self._running
         return job.progress if job is not None else Progress()
 
+    def running_jobs(self) -> list[Job]:
+        """The running job, or every job of a batched call (they are one generation)."""
+        return list(self._group) or ([self._running] if self._running is not None else [])
+
     def interrupt(self) -> bool:
-        """Interrupt the running job (every job of a batched call: they are one generation); True if any."""
-        group = self._group or ([self._running] if self._running is not None else [])
-        for job in group:
-            job.interrupt()
-        return bool(group)
+        """Interrupt the running job(s); True if any."""
+        jobs = self.running_jobs()
+        _interrupt_all(jobs)
+        return bool(jobs)
 
     def skip(self) -> bool:
-        group = self._group or ([self._running] if self._running is not None else [])
-        for job in group:
+        jobs = self.running_jobs()
+        for job in jobs:
             job.skip()
-        return bool(group)
+        return bool(jobs)
 
     def cancel(self, job: Job) -> bool:
         """Take a job out of the queue if it has not started; True if it was removed."""
@@ -239,13 +242,12 @@ class JobQueue:
         for job in dropped:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDown("the server is shutting down; the job did not start"))
-        running = self._group or ([self._running] if self._running is not None else [])
+        running = self.running_jobs()
         if running and grace is not None:  # every job of a batched call: they stop together
             if grace <= 0:
-                for job in running:
-                    job.interrupt()
+                _interrupt_all(running)
             else:
-                timer = threading.Timer(grace, lambda: [job.interrupt() for job in running])
+                timer = threading.Timer(grace, _interrupt_all, args=(running,))
                 timer.daemon = True
                 timer.start()
         if wait:
@@ -342,3 +344,8 @@ class JobQueue:
         self.batched_jobs += len(group)
         for job, value in zip(group, values):
             job.future.set_result(value)
+
+
+def _interrupt_all(jobs: list[Job]) -> None:
+    for job in jobs:
+        job.interrupt()

@@ -374,10 +374,9 @@ class Service:
     def together(self, slot: ModelSlot, request: Request, image, parts: int = 1, *,
                  plain: bool = True) -> Together | None:
         """How a prepared job may share a pipeline call with other queued jobs, or None when it runs alone:
-        --max-batch 1, the Ray engine, n_iter > 1, not `plain` (a mask, a second pass, a resize after), several
-        input images, or what the engine cannot batch (Engine.together_key)."""
-        if self.config.max_batch <= 1 or self.backend is not None or parts != 1 or not plain \
-                or isinstance(image, (list, tuple)):
+        --max-batch 1, the Ray engine, n_iter > 1, not `plain` (a mask, a second pass, a resize after), or what
+        the engine cannot batch (Engine.together_key: several input images, outpainting, ...)."""
+        if self.config.max_batch <= 1 or self.backend is not None or parts != 1 or not plain:
             return None
         key = slot.engine.together_key(request, image)
         if key is None:
