@@ -142,7 +142,28 @@ class Job:
             raise Interrupted("generation interrupted" if self._interrupt.is_set() else "generation skipped")
 
 
-class JobQueue:
+class RunningJobControls:
+    """interrupt() and skip() for a queue that lists its running job(s) in running_jobs(): this process's
+    JobQueue, or the Ray engine's queue."""
+
+    def running_jobs(self) -> list[Job]:
+        raise NotImplementedError
+
+    def interrupt(self) -> bool:
+        """Interrupt the running job(s); True if any."""
+        jobs = self.running_jobs()
+        _interrupt_all(jobs)
+        return bool(jobs)
+
+    def skip(self) -> bool:
+        """Drop the running part of the running job(s); True if any."""
+        jobs = self.running_jobs()
+        for job in jobs:
+            job.skip()
+        return bool(jobs)
+
+
+class JobQueue(RunningJobControls):
     """Bounded FIFO with one worker thread. max_waiting counts jobs not yet started."""
 
     def __init__(self, max_waiting: int = 8, name: str = "img2img-worker", *, max_batch: int = 1,
@@ -207,18 +228,6 @@ class JobQueue:
     def running_jobs(self) -> list[Job]:
         """The running job, or every job of a batched call (they are one generation)."""
         return list(self._group) or ([self._running] if self._running is not None else [])
-
-    def interrupt(self) -> bool:
-        """Interrupt the running job(s); True if any."""
-        jobs = self.running_jobs()
-        _interrupt_all(jobs)
-        return bool(jobs)
-
-    def skip(self) -> bool:
-        jobs = self.running_jobs()
-        for job in jobs:
-            job.skip()
-        return bool(jobs)
 
     def cancel(self, job: Job) -> bool:
         """Take a job out of the queue if it has not started; True if it was removed."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ModelNotAvailable
 from .config import ServerConfig
-from .jobs import Job, JobDropped, Progress, QueueFull, ShuttingDown, WorkerLost
+from .jobs import Job, JobDropped, Progress, QueueFull, RunningJobControls, ShuttingDown, WorkerLost
 
 log = logging.getLogger("img2img.server")
 
@@ -51,7 +51,7 @@ class RemoteJob(Job):
             self.signals.skip.remote(self.id, self.progress.part)
 
 
-class RayJobQueue:
+class RayJobQueue(RunningJobControls):
     """JobQueue's interface over the deployment. A job is waiting until a replica has taken it; "the running
     job" of the A1111 routes is the oldest running one, and interrupt/skip act on every running job (A1111
     runs one job at a time, so its "interrupt" means: stop what is running)."""
@@ -109,18 +109,6 @@ class RayJobQueue:
     def progress(self) -> Progress:
         job = self.running
         return job.progress if job is not None else Progress()
-
-    def interrupt(self) -> bool:
-        jobs = self.running_jobs()
-        for job in jobs:
-            job.interrupt()
-        return bool(jobs)
-
-    def skip(self) -> bool:
-        jobs = self.running_jobs()
-        for job in jobs:
-            job.skip()
-        return bool(jobs)
 
     def cancel(self, job: Job) -> bool:
         """Withdraw a job no replica has taken yet; True if it was withdrawn."""
