@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -76,16 +75,14 @@ def _read_cache() -> dict:
 
 
 def _write_cache(cache: dict) -> None:
+    from .errors import OutputError
+    from .images import write_atomically
+
     folder = default_cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(cache, handle, indent=0, sort_keys=True)
-            os.replace(tmp, folder / CACHE_FILE)  # readers see the old or the new file, never half of one
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:
+        # readers see the old or the new file, never half of one
+        write_atomically(json.dumps(cache, indent=0, sort_keys=True).encode("utf-8"), folder / CACHE_FILE,
+                         overwrite=True)
+    except (OSError, OutputError):
         pass  # a read-only home folder: hashes are just computed again next time
