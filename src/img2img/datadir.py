@@ -28,6 +28,13 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "img2img"
 
 
+def cache_dir() -> Path:
+    """Where img2img keeps what it can compute again (file hashes, OpenVINO exports): $IMG2IMG_CACHE_DIR, else
+    the platform's per-user cache folder."""
+    explicit = os.environ.get("IMG2IMG_CACHE_DIR")
+    return Path(explicit).expanduser() if explicit else user_cache_dir()
+
+
 def folder_setting(explicit, variable: str, default_name: str) -> Path:
     """An explicit folder, else $variable, else <user data folder>/<default_name>."""
     if explicit:

@@ -13,20 +13,13 @@ import hashlib
 import json
 import os
 import threading
-from pathlib import Path
 
-from .datadir import user_cache_dir
+from .datadir import cache_dir
 
 CACHE_FILE = "hashes.json"
 
 _memory: dict[tuple[str, int, int], str] = {}
 _lock = threading.Lock()
-
-
-def default_cache_dir() -> Path:
-    """$IMG2IMG_CACHE_DIR, else the platform's per-user cache folder."""
-    explicit = os.environ.get("IMG2IMG_CACHE_DIR")
-    return Path(explicit).expanduser() if explicit else user_cache_dir()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -68,7 +61,7 @@ def _sha256_of(path: str) -> str:
 
 def _read_cache() -> dict:
     try:
-        data = json.loads((default_cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
+        data = json.loads((cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -78,7 +71,7 @@ def _write_cache(cache: dict) -> None:
     from .errors import OutputError
     from .images import write_atomically
 
-    folder = default_cache_dir()
+    folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # readers see the old or the new file, never half of one

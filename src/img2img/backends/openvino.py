@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -26,9 +25,9 @@ EXPORT_FORMAT = 1  # bump when the exported graphs' inputs or outputs change
 
 
 def cache_root() -> Path:
-    base = os.environ.get("IMG2IMG_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "img2img")
-    return Path(base) / "openvino"
+    from ..datadir import cache_dir
+
+    return cache_dir() / "openvino"
 
 
 def _import_openvino():
